@@ -1,0 +1,291 @@
+"""Atomic, checksummed, pickle-free checkpoints of any JAX pytree.
+
+A checkpoint is a directory with two files:
+
+* ``checkpoint.npz`` — one array per pytree leaf, keyed by ``jax.tree_util.keystr(path)``
+  (``"['params']['W_xh']"``, ``"[1][0].mu['b']"``), written with `np.savez` and read back with
+  ``allow_pickle=False``: object arrays are refused, so loading never runs code.
+* ``checkpoint.json`` — the caller's metadata (config, vocabulary, step, data position, best
+  validation loss, ...), the format version, every leaf's key, shape and dtype, and the SHA-256 and
+  size of ``checkpoint.npz``.
+
+Saving writes both files completely to temp files in the same folder first (so any error while
+serialising leaves the previous checkpoint untouched), then renames the npz, then the JSON: the
+JSON is the commit record. A crash in the instant between the two renames leaves a new npz with the
+old JSON, which `load_checkpoint` reports as a checksum mismatch — never a silently mixed state.
+
+Restoring takes an optional template pytree (``like``; arrays or `jax.ShapeDtypeStruct` leaves, e.g.
+from `jax.eval_shape`) and rebuilds that exact structure, checking every leaf's presence and shape.
+Leaves come back as NumPy arrays with their saved dtype (bfloat16 included); the caller places
+them on devices. Typed PRNG keys (`jax.random.key`) are stored as their uint32 key data and
+rewrapped. Python scalar leaves in the template come back as Python scalars of the same type.
+"""
+import hashlib
+import io
+import json
+import os
+import pathlib
+import tempfile
+import zipfile
+from typing import Any, Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn.errors import CheckpointError
+
+FORMAT_NAME = "jaxrnn-checkpoint"
+FORMAT_VERSION = 1
+ARRAYS_FILE = "checkpoint.npz"
+META_FILE = "checkpoint.json"
+_REDO = "re-train or pick another --checkpoint"
+
+
+# ----------------------------------------------------------------------------------------------
+# Saving.
+
+
+def _json_default(value):
+    """Lets NumPy/JAX scalars (e.g. a float32 loss) into the metadata; anything else is an error."""
+    if isinstance(value, (np.generic, np.ndarray, jax.Array)) and np.ndim(value) == 0:
+        return np.asarray(value).item()
+    raise TypeError(f"checkpoint metadata must be JSON-serialisable, got {type(value).__name__}: "
+                    f"{value!r:.60}")
+
+
+def _is_prng_key(leaf) -> bool:
+    return isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def _flatten(state_pytree) -> Tuple[Dict[str, np.ndarray], list]:
+    """Pytree -> ({keystr: host array}, [leaf records for the JSON])."""
+    arrays, records = {}, []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(state_pytree)[0]:
+        key = jax.tree_util.keystr(path)
+        record = {"key": key}
+        if _is_prng_key(leaf):
+            record.update(prng_impl=str(jax.random.key_impl(leaf)), key_shape=list(leaf.shape))
+            leaf = jax.random.key_data(leaf)
+        array = np.asarray(jax.device_get(leaf))
+        if array.dtype.hasobject:
+            raise TypeError(f"checkpoint leaf {key} is an object array ({type(leaf).__name__}); "
+                            f"only numeric, bool and string arrays can be saved")
+        if key in arrays:
+            raise ValueError(f"two checkpoint leaves share the key {key}")
+        record.update(shape=list(array.shape), dtype=array.dtype.name)
+        arrays[key] = array
+        records.append(record)
+    return arrays, records
+
+
+def _write_temp(directory: pathlib.Path, final_name: str, payload: bytes) -> str:
+    """Writes `payload` to a new temp file beside `final_name` and fsyncs it; returns its path."""
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=final_name + ".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _fsync_dir(directory: pathlib.Path) -> None:
+    """Makes the renames durable where the platform allows opening a directory."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(directory: os.PathLike, *, state_pytree: Any, metadata: Dict[str, Any]
+                    ) -> pathlib.Path:
+    """Saves a pytree and its metadata atomically to ``directory/checkpoint.{npz,json}``.
+
+    Args:
+      directory: folder to write (created if needed); an existing checkpoint there is replaced.
+      state_pytree: any pytree of arrays (jax or numpy, any shape/dtype, typed PRNG keys included)
+        and Python scalars: dicts, lists, tuples, NamedTuples such as optax states. Arrays must be
+        fully addressable from this process.
+      metadata: JSON-serialisable dict (NumPy/JAX scalars are converted with ``.item()``).
+
+    Returns:
+      The checkpoint directory.
+
+    Raises:
+      TypeError: metadata not JSON-serialisable, or a leaf is an object array; nothing is written.
+    """
+    directory = pathlib.Path(directory)
+    arrays, records = _flatten(state_pytree)
+    metadata_json = json.loads(json.dumps(metadata, default=_json_default))  # fail before writing
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    npz_bytes = buffer.getvalue()
+    record = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "npz_sha256": hashlib.sha256(npz_bytes).hexdigest(),
+        "npz_bytes": len(npz_bytes),
+        "leaves": records,
+        "metadata": metadata_json,
+    }
+    json_bytes = (json.dumps(record, indent=1) + "\n").encode("utf-8")
+    directory.mkdir(parents=True, exist_ok=True)
+    temps = []
+    try:
+        temps.append(_write_temp(directory, ARRAYS_FILE, npz_bytes))
+        temps.append(_write_temp(directory, META_FILE, json_bytes))
+        os.replace(temps[0], directory / ARRAYS_FILE)
+        os.replace(temps[1], directory / META_FILE)  # the commit point
+        _fsync_dir(directory)
+    finally:
+        for tmp in temps:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return directory
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading.
+
+
+def _checkpoint_dir(path: os.PathLike) -> pathlib.Path:
+    """Accepts the directory or a path to its checkpoint.json / checkpoint.npz."""
+    path = pathlib.Path(path).expanduser()
+    if path.name in (ARRAYS_FILE, META_FILE) and not path.is_dir():
+        return path.parent
+    return path
+
+
+def _read_record(directory: pathlib.Path) -> dict:
+    """Parses and sanity-checks ``checkpoint.json``."""
+    meta_path = directory / META_FILE
+    if not meta_path.is_file():
+        raise CheckpointError(f"no checkpoint at {directory} ({META_FILE} is missing); train one "
+                              f"first or pass a different --checkpoint")
+    try:
+        record = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{meta_path} is unreadable or truncated ({type(err).__name__}); "
+                              f"{_REDO}") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{meta_path} is not a jaxrnn checkpoint; {_REDO}")
+    if record.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{meta_path} has format version {record.get('format_version')}, "
+                              f"this jaxrnn reads version {FORMAT_VERSION}; {_REDO}")
+    if not {"npz_sha256", "leaves", "metadata"} <= record.keys():
+        raise CheckpointError(f"{meta_path} is missing fields; {_REDO}")
+    return record
+
+
+def read_metadata(directory: os.PathLike) -> Dict[str, Any]:
+    """The caller's metadata dict of a checkpoint, from its JSON only (the npz is not read)."""
+    return _read_record(_checkpoint_dir(directory))["metadata"]
+
+
+def _read_arrays(directory: pathlib.Path, record: dict) -> Dict[str, np.ndarray]:
+    """Reads ``checkpoint.npz``, checks its SHA-256; returns {keystr: array} in saved dtypes."""
+    npz_path = directory / ARRAYS_FILE
+    try:
+        payload = npz_path.read_bytes()
+    except OSError as err:
+        raise CheckpointError(f"cannot read {npz_path} ({err.strerror or err}); {_REDO}") from None
+    if hashlib.sha256(payload).hexdigest() != record["npz_sha256"]:
+        raise CheckpointError(f"{npz_path} is truncated or corrupted ({len(payload)} bytes, "
+                              f"SHA-256 differs from {META_FILE}); {_REDO}")
+    try:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (ValueError, OSError, zipfile.BadZipFile, KeyError) as err:
+        raise CheckpointError(f"{npz_path} cannot be decoded ({err}); {_REDO}") from None
+    for leaf in record["leaves"]:
+        key = leaf["key"]
+        if key not in arrays or list(arrays[key].shape) != leaf["shape"]:
+            raise CheckpointError(f"{npz_path} does not match {META_FILE} at leaf {key}; {_REDO}")
+        if arrays[key].dtype.name != leaf["dtype"]:  # e.g. bfloat16, which np.save stores as V2
+            arrays[key] = arrays[key].view(jnp.dtype(leaf["dtype"]))
+    return arrays
+
+
+def _restore_leaf(key: str, template, array: np.ndarray, leaf_record: dict):
+    """One leaf in the template's kind: typed PRNG key, Python scalar, or NumPy array."""
+    if "prng_impl" in leaf_record:
+        expected = tuple(leaf_record["key_shape"])
+        restored = jax.random.wrap_key_data(array, impl=leaf_record["prng_impl"])
+    else:
+        expected, restored = array.shape, array
+    want = tuple(getattr(template, "shape", np.shape(template)))
+    if want != expected:
+        raise CheckpointError(f"checkpoint leaf {key} has shape {expected} but the model expects "
+                              f"{want}; pass matching flags or a different --checkpoint")
+    if isinstance(template, (bool, int, float, complex)):
+        return type(template)(array.item())
+    return restored
+
+
+def load_checkpoint(directory: os.PathLike, like: Any = None) -> Tuple[Any, Dict[str, Any]]:
+    """Loads and verifies a checkpoint written by `save_checkpoint`.
+
+    Args:
+      directory: the checkpoint folder, or the path of its checkpoint.json / checkpoint.npz.
+      like: optional template pytree with the structure that was saved (leaves: arrays,
+        `jax.ShapeDtypeStruct`s, typed PRNG keys or Python scalars). Only shapes are compared.
+
+    Returns:
+      (state, metadata): with `like`, `state` has `like`'s structure and NumPy leaves of the saved
+      dtypes (typed keys rewrapped, Python scalars kept Python); without it, `state` is a dict
+      {keystr: np.ndarray} in save order. `metadata` is the dict given to `save_checkpoint`.
+
+    Raises:
+      CheckpointError: missing, truncated or corrupted files, or a leaf of `like` that is missing
+        from the checkpoint, has a different shape, or a checkpoint leaf absent from `like`.
+    """
+    directory = _checkpoint_dir(directory)
+    record = _read_record(directory)
+    arrays = _read_arrays(directory, record)
+    by_key = {leaf["key"]: leaf for leaf in record["leaves"]}
+    if like is None:
+        return {key: arrays[key] for key in by_key}, record["metadata"]
+    paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(like)
+    restored = []
+    for path, template in paths_leaves:
+        key = jax.tree_util.keystr(path)
+        if key not in by_key:
+            raise CheckpointError(f"checkpoint has no leaf {key} that the model expects; pass "
+                                  f"matching flags or a different --checkpoint")
+        restored.append(_restore_leaf(key, template, arrays[key], by_key[key]))
+    extra = by_key.keys() - {jax.tree_util.keystr(p) for p, _ in paths_leaves}
+    if extra:
+        first = next(k for k in by_key if k in extra)
+        raise CheckpointError(f"checkpoint leaf {first} has no place in the model ({len(extra)} "
+                              f"unexpected leaves); pass matching flags or a different "
+                              f"--checkpoint")
+    return jax.tree_util.tree_unflatten(treedef, restored), record["metadata"]
+
+
+def check_compatible(metadata: Dict[str, Any], expected: Dict[str, Any]) -> None:
+    """Raises a `CheckpointError` listing every key where `metadata` disagrees with `expected`.
+
+    Values are compared after a JSON round trip, so tuples equal lists as they do once saved.
+    Example message: ``checkpoint has hidden_size=256 but flags ask for 512; pass matching flags
+    or a different --checkpoint``.
+    """
+    expected = json.loads(json.dumps(expected, default=_json_default))
+    problems = []
+    for key, want in expected.items():
+        if key not in metadata:
+            problems.append(f"no {key} but flags ask for {want!r}")
+        elif metadata[key] != want:
+            problems.append(f"{key}={metadata[key]!r} but flags ask for {want!r}")
+    if problems:
+        raise CheckpointError(f"checkpoint has {', '.join(problems)}; pass matching flags or a "
+                              f"different --checkpoint")

@@ -1,0 +1,204 @@
+"""The character language model: ids -> stacked cells -> output projection -> cross-entropy.
+
+Parameters::
+
+    {"layers": [cell params, ...],   # layer 0 reads one-hot characters (I = V), the others I = H
+     "W_hy": (H, V), "b_y": (V,)}
+
+The one-hot input is a row gather of layer 0's input weights, never a dense one-hot matmul.
+`loss_fn` returns the mean negative log-likelihood in nats per character and the final state.
+With ``backward="manual"`` the whole loss is one ``jax.custom_vjp`` whose backward is written by
+hand end to end: ``softmax - onehot`` for the output layer, then `jaxrnn.unroll.stack_backward`.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn.cells import get_cell, project_inputs
+from jaxrnn.errors import ConfigError
+from jaxrnn.unroll import reference_unroll, stack_backward, stack_forward
+
+BACKWARDS = ("manual", "autodiff")
+
+
+def _check_sizes(vocab_size, hidden_size, num_layers):
+    for name, value in (("vocab_size", vocab_size), ("hidden_size", hidden_size),
+                        ("num_layers", num_layers)):
+        if not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def init_params(key, arch, vocab_size, hidden_size, num_layers=1, *, dtype=jnp.float32,
+                recurrent_init="orthogonal", activation=None):
+    """Initial parameters of an ``arch`` language model (see the module docstring for names).
+
+    Cell initialisers are documented in `jaxrnn.cells`; the output projection is Glorot normal
+    with a zero bias. ``activation`` is accepted (and checked) so that the same ``**cell_options``
+    can be passed here and to `loss_fn`.
+    """
+    _check_sizes(vocab_size, hidden_size, num_layers)
+    cell = get_cell(arch, activation)
+    keys = jax.random.split(key, num_layers + 1)
+    layers = [cell.init(keys[index], vocab_size if index == 0 else hidden_size, hidden_size,
+                        recurrent_init, dtype) for index in range(num_layers)]
+    std = (2.0 / (hidden_size + vocab_size)) ** 0.5
+    return {"layers": layers,
+            "W_hy": std * jax.random.normal(keys[-1], (hidden_size, vocab_size), dtype),
+            "b_y": jnp.zeros((vocab_size,), dtype)}
+
+
+def init_state(arch, batch_size, hidden_size, num_layers=1, dtype=jnp.float32):
+    """Zero state: a tuple of ``num_layers`` carries (``(B, H)``, or ``LSTMState`` for lstm)."""
+    _check_sizes(batch_size, hidden_size, num_layers)
+    cell = get_cell(arch)
+    return tuple(cell.zero_carry(batch_size, hidden_size, dtype) for _ in range(num_layers))
+
+
+def hidden_size_of(params):
+    return params["W_hy"].shape[0]
+
+
+def make_dropout_masks(key, rate, num_layers, shape, dtype):
+    """Inverted-dropout multipliers ``(L, T, B, H)``: 0 with prob. ``rate``, else ``1/(1-rate)``.
+
+    Applied to every layer's output -- between layers and before the output projection, never on
+    the recurrent connections (Zaremba et al. 2014). Returns None when ``rate == 0``.
+    """
+    if rate == 0.0:
+        return None
+    if not 0.0 <= rate < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {rate}")
+    keep = jax.random.bernoulli(key, 1.0 - rate, (num_layers, *shape))
+    return keep.astype(dtype) / (1.0 - rate)
+
+
+# ---------------------------------------------------------------------------------------------
+# Output layer: logits, cross-entropy and its hand-written gradient
+# ---------------------------------------------------------------------------------------------
+def _log_probs(params, outputs):
+    """outputs: (T, B, H) -> log-softmax of the logits, (T, B, V)."""
+    return jax.nn.log_softmax(outputs @ params["W_hy"] + params["b_y"], axis=-1)
+
+
+def _mean_nll(log_probs, targets):
+    """log_probs: (T, B, V); targets: (T, B) int -> mean negative log-likelihood (nats/char)."""
+    return -jnp.take_along_axis(log_probs, targets[..., None], axis=-1).mean()
+
+
+def _head_backward(params, outputs, log_probs, targets, d_loss):
+    """Gradient of the mean cross-entropy through the output projection.
+
+    With ``p = softmax(y)``, ``y = h W_hy + b_y`` over all ``N = T*B`` rows::
+
+        dy = d_loss * (p - onehot(target)) / N
+        dW_hy = h^T dy      db_y = sum_rows dy      dh = dy W_hy^T
+
+    Returns: ``({"W_hy", "b_y"} grads, d_outputs (T, B, H))``.
+    """
+    num_rows = targets.size
+    vocab_size = log_probs.shape[-1]
+    onehot = jax.nn.one_hot(targets, vocab_size, dtype=log_probs.dtype)
+    d_logits = (jnp.exp(log_probs) - onehot) * (d_loss / num_rows)
+    grads = {"W_hy": jnp.tensordot(outputs, d_logits, axes=((0, 1), (0, 1))),
+             "b_y": d_logits.sum(axis=(0, 1))}
+    return grads, d_logits @ params["W_hy"].T
+
+
+# ---------------------------------------------------------------------------------------------
+# The manual loss: one custom_vjp over the whole model
+# ---------------------------------------------------------------------------------------------
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _manual_loss(arch, activation, params, inputs, targets, state, masks):
+    loss, final_state = _manual_loss_fwd(arch, activation, params, inputs, targets, state,
+                                         masks)[0]
+    return loss, final_state
+
+
+def _manual_loss_fwd(arch, activation, params, inputs, targets, state, masks):
+    # fwd: (params, inputs (T,B), targets (T,B), state, masks) -> ((loss, final_state), saved)
+    cell = get_cell(arch, activation)
+    outputs, final_state, residuals = stack_forward(cell, params["layers"], inputs, state, masks)
+    log_probs = _log_probs(params, outputs)
+    loss = _mean_nll(log_probs, targets)
+    return (loss, final_state), (params, targets, masks, outputs, log_probs, residuals)
+
+
+def _manual_loss_bwd(arch, activation, saved, cotangents):
+    # bwd: (saved, (d_loss, d_final_state)) -> (d_params, None, None, d_state0, d_masks)
+    params, targets, masks, outputs, log_probs, residuals = saved
+    d_loss, d_final_state = cotangents
+    head_grads, d_outputs = _head_backward(params, outputs, log_probs, targets, d_loss)
+    layer_grads, _, d_state0, d_masks = stack_backward(
+        get_cell(arch, activation), params["layers"], residuals, masks, d_outputs, d_final_state)
+    # Integer inputs and targets have no cotangent: None is JAX's symbolic zero here.
+    return {"layers": layer_grads, **head_grads}, None, None, d_state0, d_masks
+
+
+_manual_loss.defvjp(_manual_loss_fwd, _manual_loss_bwd)
+
+
+def _autodiff_loss(cell, params, inputs, targets, state, masks):
+    outputs, final_state = reference_unroll(cell, params["layers"], inputs, state, masks)
+    return _mean_nll(_log_probs(params, outputs), targets), final_state
+
+
+def loss_fn(params, inputs, targets, state=None, *, arch, backward="manual", dropout=0.0,
+            dropout_key=None, activation=None, recurrent_init=None):
+    """Mean cross-entropy in nats per character and the final state.
+
+    Args:
+      params: from `init_params`.
+      inputs, targets: (B, T) int32 windows (targets are the inputs shifted by one character).
+      state: tuple of L carries from `init_state` or a previous window; None for zeros.
+      arch: "rnn" | "lstm" | "gru"; activation: "rnn" only; recurrent_init: ignored (init-only,
+        accepted so one ``**cell_options`` serves `init_params` and `loss_fn`).
+      backward: "manual" (hand-written BPTT, `jax.custom_vjp`) or "autodiff" (`jax.grad` of the
+        plain scan). Forward values are identical.
+      dropout, dropout_key: inverted dropout on the non-recurrent connections (training only).
+    Returns: ``(loss scalar, final_state)``; use ``jax.value_and_grad(loss_fn, has_aux=True)``.
+    """
+    del recurrent_init
+    cell = get_cell(arch, activation)
+    inputs, targets = jnp.asarray(inputs).T, jnp.asarray(targets).T       # (T, B), time-major
+    dtype = params["W_hy"].dtype
+    if state is None:
+        state = init_state(arch, inputs.shape[1], hidden_size_of(params), len(params["layers"]),
+                           dtype)
+    state = tuple(state)
+    masks = None
+    if dropout:
+        if dropout_key is None:
+            raise ConfigError("dropout > 0 needs a dropout_key; pass jax.random.key(...)")
+        masks = make_dropout_masks(dropout_key, dropout, len(params["layers"]),
+                                   (*inputs.shape, hidden_size_of(params)), dtype)
+    if backward == "manual":
+        return _manual_loss(arch, activation, params, inputs, targets, state, masks)
+    if backward == "autodiff":
+        return _autodiff_loss(cell, params, inputs, targets, state, masks)
+    raise ConfigError(f"backward must be one of {', '.join(BACKWARDS)}, got {backward!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Inference helpers (evaluation and sampling)
+# ---------------------------------------------------------------------------------------------
+def forward_log_probs(params, inputs, state=None, *, arch, activation=None):
+    """inputs: (B, T) int32 -> ``(log_probs (B, T, V), final_state)``; no dropout."""
+    cell = get_cell(arch, activation)
+    inputs = jnp.asarray(inputs).T
+    if state is None:
+        state = init_state(arch, inputs.shape[1], hidden_size_of(params), len(params["layers"]),
+                           params["W_hy"].dtype)
+    outputs, final_state, _ = stack_forward(cell, params["layers"], inputs, tuple(state))
+    return jnp.swapaxes(_log_probs(params, outputs), 0, 1), final_state
+
+
+def model_step(params, state, ids, *, arch, activation=None):
+    """One character for every stream: ids (B,) int32 -> ``(state, logits (B, V))``."""
+    cell = get_cell(arch, activation)
+    x, new_state = ids, []
+    for params_layer, carry in zip(params["layers"], state):
+        carry, (x, _) = cell.forward_step(params_layer, carry,
+                                          project_inputs(cell, params_layer, x))
+        new_state.append(carry)
+    return tuple(new_state), x @ params["W_hy"] + params["b_y"]

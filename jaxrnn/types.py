@@ -1,0 +1,81 @@
+"""Shape legend and the small NamedTuples that travel through the library.
+
+Shape legend, used in every docstring of the package::
+
+    T  time steps in one window (sequence length)
+    B  batch: parallel streams of text
+    V  vocabulary size (number of distinct characters)
+    I  input width of a layer (V for the first layer of the language model, H above it)
+    H  hidden size
+    G  gates times H: 1*H (rnn), 4*H (lstm, packed i, f, g, o), 3*H (gru, packed r, z, n)
+    L  number of stacked layers
+    N  T*B rows, when the time and batch axes are flattened together
+
+Inside the library arrays are *time-major*, ``(T, B, ...)``; the public model functions take
+batch-major ``(B, T)`` integer windows and transpose once at that boundary. Hidden states are row
+vectors: ``h_t = act(x_t @ W_xh + h_{t-1} @ W_hh + b_h)`` acts on a ``(B, I)`` block at a time.
+
+Carries: an RNN or GRU layer carries ``h: (B, H)``; an LSTM layer carries ``LSTMState(hidden, cell)``.
+A model state is a tuple with one carry per layer.
+"""
+from typing import NamedTuple, Sequence, Union
+
+import jax
+
+Array = jax.Array
+
+
+class LSTMState(NamedTuple):
+    """Carry of one LSTM layer: ``hidden: (B, H)`` and ``cell: (B, H)``."""
+
+    hidden: Array
+    cell: Array
+
+
+Carry = Union[Array, LSTMState]
+ModelState = Sequence[Carry]  # one carry per layer, a tuple
+
+
+class LSTMResiduals(NamedTuple):
+    """What the LSTM forward saves per step for the hand-written backward.
+
+    gates: (T, B, 4H) post-activation gates packed ``[i, f, g, o]``.
+    cells: (T, B, H) cell states ``c_t`` (``tanh(c_t)`` is recomputed in the backward).
+    The hidden states ``h_t`` are the layer's output and are held once, by the caller.
+    """
+
+    gates: Array
+    cells: Array
+
+
+class GRUResiduals(NamedTuple):
+    """What the GRU forward saves per step: ``gates: (T, B, 4H)`` packed ``[r, z, n, hn]``.
+
+    ``r, z`` are the reset and update gates, ``n`` the candidate, and ``hn = h_{t-1} @ W_hn + b_hn``
+    the recurrent part of the candidate's pre-activation (needed for ``d r``).
+    """
+
+    gates: Array
+
+
+class RNNResiduals(NamedTuple):
+    """The vanilla RNN saves nothing beyond its outputs: ``act'`` is written in terms of ``h_t``."""
+
+
+Residuals = Union[LSTMResiduals, GRUResiduals, RNNResiduals]
+
+
+class LayerResiduals(NamedTuple):
+    """Everything one layer's backward needs.
+
+    inputs: the layer input, ``(T, B) int32`` character ids for the first layer of the language
+        model, else ``(T, B, I)`` floats (the previous layer's output after dropout).
+    carry0: the initial carry of the layer.
+    hiddens: (T, B, H) the layer's outputs ``h_1 .. h_T`` (before dropout).
+    cell: the cell-specific residuals.
+    """
+
+    inputs: Array
+    carry0: Carry
+    hiddens: Array
+    cell: Residuals

@@ -1,0 +1,182 @@
+"""Unrolling stacked cells over time: the autodiff reference and the hand-written BPTT.
+
+Two ways to run the same stack of layers over a window, with identical forward values:
+
+* `reference_unroll` -- the obvious code: one ``lax.scan`` per layer whose body projects ``x_t``
+  and steps the cell. Differentiated by JAX (``backward="autodiff"``). Equivalent Python loop::
+
+      for layer in layers:
+          carry = state[layer]
+          for t in range(T):
+              carry, h[t] = step(params[layer], carry, x[t])
+          x = h                                  # layer k+1 reads layer k's hidden states
+
+* `stack_forward` / `stack_backward` -- the hand-written path (``backward="manual"``). The input
+  projection of each layer is hoisted out of the recurrence (a row gather for character ids, one
+  ``(T*B, I) x (I, G)`` GEMM otherwise), the scan body is the one ``(B, H) x (H, G)`` GEMM plus fused
+  element-wise work, and the backward is each cell's reverse sweep followed by large GEMMs for the
+  weight gradients. `unroll` wraps it in a ``jax.custom_vjp`` for float inputs; `jaxrnn.model` wraps
+  the whole language-model loss the same way.
+
+Layer inputs are ``(T, B) int32`` character ids or ``(T, B, I)`` floats; masks, where given, are
+inverted-dropout multipliers ``(L, T, B, H)`` applied to each layer's output.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn.cells import get_cell, make_step, project_inputs
+from jaxrnn.types import LayerResiduals
+
+
+def _is_ids(inputs):
+    return jnp.issubdtype(inputs.dtype, jnp.integer)
+
+
+def _apply_mask(hiddens, masks, layer):
+    return hiddens if masks is None else hiddens * masks[layer]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference: plain scan, differentiated by JAX
+# ---------------------------------------------------------------------------------------------
+def reference_unroll(cell, layers, inputs, state, masks=None):
+    """Plain per-step unroll of a stack of layers; JAX differentiates it.
+
+    Args:
+      cell: a `jaxrnn.cells.Cell`; layers: list of L cell-parameter dicts;
+      inputs: (T, B) int ids or (T, B, I) floats; state: tuple of L carries;
+      masks: None or (L, T, B, H) dropout multipliers applied to each layer's output.
+    Returns: ``(outputs (T, B, H), final_state)`` -- outputs of the top layer after its mask.
+    """
+    step = make_step(cell)
+    x, final_state = inputs, []
+    for index, (params, carry0) in enumerate(zip(layers, state)):
+        carry, hiddens = jax.lax.scan(functools.partial(step, params), carry0, x)
+        final_state.append(carry)
+        x = _apply_mask(hiddens, masks, index)
+    return x, tuple(final_state)
+
+
+# ---------------------------------------------------------------------------------------------
+# Hand-written BPTT
+# ---------------------------------------------------------------------------------------------
+def layer_forward(cell, params, inputs, carry0):
+    """One layer, input projection hoisted: ``(carry_T, hiddens (T, B, H), LayerResiduals)``."""
+    xproj = project_inputs(cell, params, inputs)                     # (T, B, G)
+    carry_T, (hiddens, cell_residuals) = jax.lax.scan(
+        functools.partial(cell.forward_step, params), carry0, xproj)
+    return carry_T, hiddens, LayerResiduals(inputs, carry0, hiddens, cell_residuals)
+
+
+def layer_backward(cell, params, residuals, d_hiddens, d_carry_T):
+    """Backward of `layer_forward`.
+
+    Runs the cell's reverse sweep for ``d_xproj: (T, B, G)``, then the input projection's gradients
+    as whole-window operations::
+
+        dW_x = X^T dXproj   (one (I, N) x (N, G) GEMM; for ids, a scatter-add of rows)
+        db_x = sum over all N rows of dXproj
+        dX   = dXproj W_x^T (one (N, G) x (G, I) GEMM; None for ids)
+
+    Returns: ``(grads like params, d_inputs (T, B, I) or None, d_carry0)``.
+    """
+    d_xproj, d_carry0, grads = cell.backward(
+        params, residuals.carry0, residuals.hiddens, residuals.cell, d_hiddens, d_carry_T)
+    weight = params[cell.input_weight]
+    grads = dict(grads)
+    grads[cell.input_bias] = d_xproj.sum(axis=(0, 1))
+    if _is_ids(residuals.inputs):
+        grads[cell.input_weight] = jnp.zeros_like(weight).at[residuals.inputs].add(d_xproj)
+        d_inputs = None
+    else:
+        grads[cell.input_weight] = jnp.tensordot(residuals.inputs, d_xproj, axes=((0, 1), (0, 1)))
+        d_inputs = d_xproj @ weight.T
+    return grads, d_inputs, d_carry0
+
+
+def stack_forward(cell, layers, inputs, state, masks=None):
+    """Forward of a stack of layers saving what `stack_backward` needs.
+
+    Returns: ``(outputs (T, B, H), final_state, residuals: list of L LayerResiduals)``; outputs are
+    the top layer's hidden states after its dropout mask.
+    """
+    x, final_state, residuals = inputs, [], []
+    for index, (params, carry0) in enumerate(zip(layers, state)):
+        carry_T, hiddens, layer_residuals = layer_forward(cell, params, x, carry0)
+        final_state.append(carry_T)
+        residuals.append(layer_residuals)
+        x = _apply_mask(hiddens, masks, index)
+    return x, tuple(final_state), residuals
+
+
+def stack_backward(cell, layers, residuals, masks, d_outputs, d_final_state):
+    """Backward of `stack_forward`, top layer first.
+
+    Args:
+      residuals: from `stack_forward`; masks: None or (L, T, B, H);
+      d_outputs: (T, B, H) cotangent of the top outputs; d_final_state: cotangent of final_state.
+    Returns: ``(layer_grads list, d_inputs or None, d_state0 tuple, d_masks or None)``.
+    """
+    num_layers = len(layers)
+    layer_grads, d_state0, d_masks = [None] * num_layers, [None] * num_layers, [None] * num_layers
+    d_x = d_outputs
+    for index in reversed(range(num_layers)):
+        layer_residuals = residuals[index]
+        if masks is not None:
+            d_masks[index] = d_x * layer_residuals.hiddens
+        d_hiddens = _apply_mask(d_x, masks, index)
+        layer_grads[index], d_x, d_state0[index] = layer_backward(
+            cell, layers[index], layer_residuals, d_hiddens, d_final_state[index])
+    d_masks = None if masks is None else jnp.stack(d_masks)
+    return layer_grads, d_x, tuple(d_state0), d_masks
+
+
+# ---------------------------------------------------------------------------------------------
+# custom_vjp over a stack unroll of float inputs
+# ---------------------------------------------------------------------------------------------
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _manual_unroll(arch, activation, layers, xs, state):
+    outputs, final_state, _ = stack_forward(get_cell(arch, activation), layers, xs, state)
+    return outputs, final_state
+
+
+def _manual_unroll_fwd(arch, activation, layers, xs, state):
+    # fwd: (layers, xs, state) -> ((outputs, final_state), (layers, residuals))
+    outputs, final_state, residuals = stack_forward(get_cell(arch, activation), layers, xs, state)
+    return (outputs, final_state), (layers, residuals)
+
+
+def _manual_unroll_bwd(arch, activation, saved, cotangents):
+    # bwd: ((layers, residuals), (d_outputs, d_final_state)) -> (d_layers, d_xs, d_state)
+    layers, residuals = saved
+    d_outputs, d_final_state = cotangents
+    layer_grads, d_xs, d_state0, _ = stack_backward(
+        get_cell(arch, activation), layers, residuals, None, d_outputs, d_final_state)
+    return layer_grads, d_xs, d_state0
+
+
+_manual_unroll.defvjp(_manual_unroll_fwd, _manual_unroll_bwd)
+
+
+def unroll(layers, xs, state=None, *, arch, backward="manual", activation=None):
+    """Run stacked cells over float inputs.
+
+    Args:
+      layers: list of L cell-parameter dicts (layer 0 has input width I, the others H).
+      xs: (T, B, I) float inputs, time-major.
+      state: tuple of L carries, or None for zeros.
+      arch: "rnn" | "lstm" | "gru"; activation: for "rnn" only (tanh, relu, sigmoid, identity).
+      backward: "manual" (hand-written BPTT via custom_vjp) or "autodiff" (JAX differentiates).
+    Returns: ``(hiddens (T, B, H) of the top layer, final_state)``.
+    """
+    cell = get_cell(arch, activation)
+    if state is None:
+        hidden_size = layers[0][cell.input_weight].shape[1] // cell.num_gates
+        state = tuple(cell.zero_carry(xs.shape[1], hidden_size, xs.dtype) for _ in layers)
+    if backward == "manual":
+        return _manual_unroll(arch, activation, list(layers), xs, tuple(state))
+    if backward == "autodiff":
+        return reference_unroll(cell, layers, xs, tuple(state))
+    raise ValueError(f"backward must be 'manual' or 'autodiff', got {backward!r}")
