@@ -2,17 +2,23 @@
 
 A checkpoint is a directory with two files:
 
-* ``checkpoint.npz`` — one array per pytree leaf, keyed by ``jax.tree_util.keystr(path)``
-  (``"['params']['W_xh']"``, ``"[1][0].mu['b']"``), written with `np.savez` and read back with
-  ``allow_pickle=False``: object arrays are refused, so loading never runs code.
-* ``checkpoint.json`` — the caller's metadata (config, vocabulary, step, data position, best
-  validation loss, ...), the format version, every leaf's key, shape and dtype, and the SHA-256 and
-  size of ``checkpoint.npz``.
+* ``arrays-<sha256[:16]>.npz`` — one array per pytree leaf, keyed by
+  ``jax.tree_util.keystr(path)`` (``"['params']['W_xh']"``, ``"[1][0].mu['b']"``), written with
+  `np.savez` and read back with ``allow_pickle=False``: object arrays are refused, so loading never
+  runs code. Its name carries the start of its own SHA-256, so a new save never overwrites the
+  arrays that the current ``checkpoint.json`` names (identical contents give the identical file).
+* ``checkpoint.json`` — the commit record: the caller's metadata (config, vocabulary, step, data
+  position, best validation loss, ...), the format version, the name of the npz file, every leaf's
+  key, shape and dtype, and the SHA-256 and size of the npz.
 
-Saving writes both files completely to temp files in the same folder first (so any error while
-serialising leaves the previous checkpoint untouched), then renames the npz, then the JSON: the
-JSON is the commit record. A crash in the instant between the two renames leaves a new npz with the
-old JSON, which `load_checkpoint` reports as a checksum mismatch — never a silently mixed state.
+Saving writes both files completely to fsynced temp files in the same folder first (so any error
+while serialising leaves the previous checkpoint untouched), renames the npz to its versioned name,
+fsyncs the folder, then atomically replaces ``checkpoint.json`` (the commit point), fsyncs the
+folder again, and only then deletes the npz files the new JSON no longer names. A crash at any
+instant leaves either the old JSON with the old npz (still present) or the new JSON with the new
+npz; an interrupted save at worst leaves an unnamed npz behind, which the next save deletes.
+Loading reads the JSON, then the npz it names. Checkpoints of format version 1 (a fixed
+``checkpoint.npz``) still load.
 
 Restoring takes an optional template pytree (``like``; arrays or `jax.ShapeDtypeStruct` leaves, e.g.
 from `jax.eval_shape`) and rebuilds that exact structure, checking every leaf's presence and shape.
@@ -25,6 +31,7 @@ import io
 import json
 import os
 import pathlib
+import re
 import tempfile
 import zipfile
 from typing import Any, Dict, Tuple
@@ -36,9 +43,11 @@ import numpy as np
 from jaxrnn.errors import CheckpointError
 
 FORMAT_NAME = "jaxrnn-checkpoint"
-FORMAT_VERSION = 1
-ARRAYS_FILE = "checkpoint.npz"
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 META_FILE = "checkpoint.json"
+LEGACY_ARRAYS_FILE = "checkpoint.npz"  # the fixed npz name of format version 1
+_ARRAYS_RE = re.compile(r"arrays-[0-9a-f]{16}\.npz")
 _REDO = "re-train or pick another --checkpoint"
 
 
@@ -77,6 +86,11 @@ def _flatten(state_pytree) -> Tuple[Dict[str, np.ndarray], list]:
         arrays[key] = array
         records.append(record)
     return arrays, records
+
+
+def arrays_file_name(sha256_hex: str) -> str:
+    """The versioned npz name for arrays whose SHA-256 is `sha256_hex`."""
+    return f"arrays-{sha256_hex[:16]}.npz"
 
 
 def _write_temp(directory: pathlib.Path, final_name: str, payload: bytes) -> str:
@@ -130,10 +144,13 @@ def save_checkpoint(directory: os.PathLike, *, state_pytree: Any, metadata: Dict
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     npz_bytes = buffer.getvalue()
+    npz_sha256 = hashlib.sha256(npz_bytes).hexdigest()
+    npz_name = arrays_file_name(npz_sha256)
     record = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
-        "npz_sha256": hashlib.sha256(npz_bytes).hexdigest(),
+        "npz_file": npz_name,
+        "npz_sha256": npz_sha256,
         "npz_bytes": len(npz_bytes),
         "leaves": records,
         "metadata": metadata_json,
@@ -142,16 +159,29 @@ def save_checkpoint(directory: os.PathLike, *, state_pytree: Any, metadata: Dict
     directory.mkdir(parents=True, exist_ok=True)
     temps = []
     try:
-        temps.append(_write_temp(directory, ARRAYS_FILE, npz_bytes))
+        temps.append(_write_temp(directory, npz_name, npz_bytes))
         temps.append(_write_temp(directory, META_FILE, json_bytes))
-        os.replace(temps[0], directory / ARRAYS_FILE)
+        # Never the npz the current JSON names, unless it holds these very bytes.
+        os.replace(temps[0], directory / npz_name)
+        _fsync_dir(directory)  # the npz entry is durable before the JSON that names it
         os.replace(temps[1], directory / META_FILE)  # the commit point
         _fsync_dir(directory)
     finally:
         for tmp in temps:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+    _remove_stale_arrays(directory, keep=npz_name)
     return directory
+
+
+def _remove_stale_arrays(directory: pathlib.Path, keep: str) -> None:
+    """Deletes the npz files of earlier saves (versioned or legacy) except `keep`; best effort."""
+    for entry in os.listdir(directory):
+        if entry != keep and (entry == LEGACY_ARRAYS_FILE or _ARRAYS_RE.fullmatch(entry)):
+            try:
+                os.unlink(directory / entry)
+            except OSError:
+                pass  # the new checkpoint is committed; a leftover file is harmless
 
 
 # ----------------------------------------------------------------------------------------------
@@ -159,9 +189,9 @@ def save_checkpoint(directory: os.PathLike, *, state_pytree: Any, metadata: Dict
 
 
 def _checkpoint_dir(path: os.PathLike) -> pathlib.Path:
-    """Accepts the directory or a path to its checkpoint.json / checkpoint.npz."""
+    """Accepts the directory or a path to its checkpoint.json or to a .npz file inside it."""
     path = pathlib.Path(path).expanduser()
-    if path.name in (ARRAYS_FILE, META_FILE) and not path.is_dir():
+    if (path.name == META_FILE or path.suffix == ".npz") and not path.is_dir():
         return path.parent
     return path
 
@@ -179,11 +209,19 @@ def _read_record(directory: pathlib.Path) -> dict:
                               f"{_REDO}") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{meta_path} is not a jaxrnn checkpoint; {_REDO}")
-    if record.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{meta_path} has format version {record.get('format_version')}, "
-                              f"this jaxrnn reads version {FORMAT_VERSION}; {_REDO}")
-    if not {"npz_sha256", "leaves", "metadata"} <= record.keys():
+    version = record.get("format_version")
+    if version not in READABLE_VERSIONS:
+        raise CheckpointError(f"{meta_path} has format version {version}, this jaxrnn reads "
+                              f"versions {', '.join(map(str, READABLE_VERSIONS))}; {_REDO}")
+    if version == 1:
+        record.setdefault("npz_file", LEGACY_ARRAYS_FILE)
+    if not {"npz_file", "npz_sha256", "leaves", "metadata"} <= record.keys():
         raise CheckpointError(f"{meta_path} is missing fields; {_REDO}")
+    npz_file = record["npz_file"]
+    if not (isinstance(npz_file, str) and (_ARRAYS_RE.fullmatch(npz_file)
+                                           or (version == 1 and npz_file == LEGACY_ARRAYS_FILE))):
+        raise CheckpointError(f"{meta_path} names an invalid arrays file {npz_file!r:.60}; "
+                              f"{_REDO}")
     return record
 
 
@@ -193,10 +231,16 @@ def read_metadata(directory: os.PathLike) -> Dict[str, Any]:
 
 
 def _read_arrays(directory: pathlib.Path, record: dict) -> Dict[str, np.ndarray]:
-    """Reads ``checkpoint.npz``, checks its SHA-256; returns {keystr: array} in saved dtypes."""
-    npz_path = directory / ARRAYS_FILE
+    """Reads the npz the record names, checks its SHA-256; returns {keystr: array} in saved dtypes.
+
+    Raises FileNotFoundError (not a CheckpointError) when that npz is absent, so that
+    `load_checkpoint` can re-read a JSON that a concurrent save replaced in the meantime.
+    """
+    npz_path = directory / record["npz_file"]
     try:
         payload = npz_path.read_bytes()
+    except FileNotFoundError:
+        raise
     except OSError as err:
         raise CheckpointError(f"cannot read {npz_path} ({err.strerror or err}); {_REDO}") from None
     if hashlib.sha256(payload).hexdigest() != record["npz_sha256"]:
@@ -236,7 +280,8 @@ def load_checkpoint(directory: os.PathLike, like: Any = None) -> Tuple[Any, Dict
     """Loads and verifies a checkpoint written by `save_checkpoint`.
 
     Args:
-      directory: the checkpoint folder, or the path of its checkpoint.json / checkpoint.npz.
+      directory: the checkpoint folder, or the path of its checkpoint.json or of a .npz in it;
+        the arrays are always those that checkpoint.json names.
       like: optional template pytree with the structure that was saved (leaves: arrays,
         `jax.ShapeDtypeStruct`s, typed PRNG keys or Python scalars). Only shapes are compared.
 
@@ -251,7 +296,21 @@ def load_checkpoint(directory: os.PathLike, like: Any = None) -> Tuple[Any, Dict
     """
     directory = _checkpoint_dir(directory)
     record = _read_record(directory)
-    arrays = _read_arrays(directory, record)
+    try:
+        arrays = _read_arrays(directory, record)
+    except FileNotFoundError as err:
+        # A save in another process may have committed a new JSON and deleted the npz that the
+        # JSON read above names: if checkpoint.json has moved on since, read the new pair once.
+        newer = _read_record(directory)
+        if newer["npz_file"] == record["npz_file"]:
+            raise CheckpointError(f"cannot read {directory / record['npz_file']} "
+                                  f"({err.strerror or err}); {_REDO}") from None
+        record = newer
+        try:
+            arrays = _read_arrays(directory, record)
+        except FileNotFoundError as err2:
+            raise CheckpointError(f"cannot read {directory / record['npz_file']} "
+                                  f"({err2.strerror or err2}); {_REDO}") from None
     by_key = {leaf["key"]: leaf for leaf in record["leaves"]}
     if like is None:
         return {key: arrays[key] for key in by_key}, record["metadata"]

@@ -79,3 +79,21 @@ class LayerResiduals(NamedTuple):
     carry0: Carry
     hiddens: Array
     cell: Residuals
+
+
+class TrainState(NamedTuple):
+    """Everything that evolves during training; a checkpoint saves exactly this.
+
+    params: model parameters; opt_state: the optax state; model_state: the hidden state carried
+    from one truncated-BPTT window to the next (tuple of L carries, batch B); step: () int32
+    optimiser steps taken; window: () int32 index of the next window within the epoch;
+    epoch: () int32; key: PRNG key for dropout.
+    """
+
+    params: dict
+    opt_state: object
+    model_state: tuple
+    step: Array
+    window: Array
+    epoch: Array
+    key: Array

@@ -1,0 +1,109 @@
+"""Shared launcher plumbing: config flags with help strings, and one-line error reporting.
+
+No math here: flags become a validated `jaxrnn.config.Config`, then one library call.
+"""
+import dataclasses
+import sys
+
+from absl import flags
+
+from jaxrnn import config as config_lib
+from jaxrnn.errors import ConfigError, JaxrnnError
+
+# One help string per Config field; README.md's flag table is this table.
+CONFIG_HELP = {
+    "arch": "cell type: rnn, lstm or gru",
+    "activation": "vanilla RNN non-linearity: tanh, relu, sigmoid or identity (arch=rnn only)",
+    "hidden_size": "hidden units per layer (H)",
+    "num_layers": "stacked recurrent layers (L)",
+    "recurrent_init": "recurrent weight initialiser: orthogonal, identity (IRNN) or scaled_normal",
+    "dropout": "dropout rate on non-recurrent connections (between layers, before the output)",
+    "dtype": "parameter and compute dtype: float32 or float64",
+    "backward": "gradient: manual (hand-written BPTT) or autodiff (jax.grad of the plain scan)",
+    "data": "'tinyshakespeare' (found via $JAXRNN_DATA_DIR, the cache, or downloaded) or a path "
+            "to any UTF-8 text file",
+    "split": "train,val,test fractions of the corpus, contiguous, e.g. 0.9,0.05,0.05",
+    "batch_size": "parallel text streams per step (B)",
+    "seq_len": "truncated-BPTT window length in characters (T)",
+    "num_steps": "optimiser steps in total (a resumed run continues up to this)",
+    "steps_per_call": "train steps fused into one compiled call (lax.scan over steps)",
+    "optimizer": "adam, adamw, rmsprop, adagrad or sgd (with --momentum)",
+    "learning_rate": "peak learning rate",
+    "schedule": "learning-rate schedule after warm-up: constant, cosine or exponential",
+    "warmup_steps": "linear warm-up steps from 0 to --learning_rate",
+    "final_lr_fraction": "cosine schedule: final learning rate as a fraction of the peak",
+    "decay_rate": "exponential schedule: factor the learning rate decays by over the run",
+    "weight_decay": "decoupled weight decay (adamw only)",
+    "momentum": "momentum (sgd only)",
+    "clip_norm": "clip the global gradient norm to this value",
+    "seed": "random seed for initialisation and dropout",
+    "eval_every": "evaluate on the validation split, print a sample and checkpoint every N steps",
+    "eval_batch_size": "parallel streams used for evaluation",
+    "sample_length": "characters of the sample printed at each evaluation",
+    "sample_temperature": "temperature of the sample printed at each evaluation",
+    "log_every": "print a progress line every N steps",
+    "output_dir": "folder for checkpoint/ and metrics.jsonl",
+    "resume": "continue from <output_dir>/checkpoint exactly where it stopped",
+}
+
+
+def define_config_flags():
+    """One absl flag per Config field (defaults shown are the 'default' preset's)."""
+    flags.DEFINE_string("preset", "default",
+                        f"named defaults: {', '.join(config_lib.PRESETS)} (quick: under a minute)")
+    defaults = config_lib.Config()
+    for field in dataclasses.fields(config_lib.Config):
+        default, help_text = getattr(defaults, field.name), CONFIG_HELP[field.name]
+        if field.name == "split":
+            flags.DEFINE_string(field.name, ",".join(str(part) for part in default), help_text)
+        elif isinstance(default, bool):
+            flags.DEFINE_bool(field.name, default, help_text)
+        elif isinstance(default, int):
+            flags.DEFINE_integer(field.name, default, help_text)
+        elif isinstance(default, float):
+            flags.DEFINE_float(field.name, default, help_text)
+        else:
+            flags.DEFINE_string(field.name, default, help_text)
+
+
+def _parse_split(text):
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--split must be three comma-separated fractions, got {text!r}") \
+            from None
+
+
+def config_from_flags():
+    """The preset, overridden by every flag the user set explicitly, validated."""
+    values = flags.FLAGS
+    overrides = {field.name: getattr(values, field.name)
+                 for field in dataclasses.fields(config_lib.Config) if values[field.name].present}
+    if "split" in overrides:
+        overrides["split"] = _parse_split(overrides["split"])
+    return config_lib.make_config(values.preset, **overrides)
+
+
+def enable_dtype(dtype):
+    """float64 needs JAX's x64 mode, switched on for the whole process by the launcher."""
+    if dtype == "float64":
+        import jax
+        jax.config.update("jax_enable_x64", True)
+
+
+def run_main(main):
+    """Wrap an absl main: user errors print one line to stderr and exit with status 2."""
+    def wrapped(argv):
+        if len(argv) > 1:
+            print(f"error: unexpected arguments {argv[1:]}; flags look like --name=value",
+                  file=sys.stderr)
+            sys.exit(2)
+        try:
+            return main(argv)
+        except JaxrnnError as error:
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            print("interrupted; the last checkpoint written is intact", file=sys.stderr)
+            sys.exit(130)
+    return wrapped

@@ -1,0 +1,33 @@
+"""Evaluate a checkpoint on a split of its corpus:
+``python -m experiments.evaluate --checkpoint=runs/default/checkpoint --split=test``
+
+Prints the loss in nats per character, bits per character and perplexity. The corpus and split
+fractions are the checkpoint's own unless --data is given (its vocabulary must match).
+"""
+from absl import app, flags
+
+from experiments import common
+
+flags.DEFINE_string("checkpoint", "runs/default/checkpoint", "checkpoint folder (or its JSON)")
+flags.DEFINE_enum("split", "test", ["train", "val", "test"], "which split to evaluate")
+flags.DEFINE_string("data", None, "evaluate on this corpus instead of the checkpoint's")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    from jaxrnn import data, loop, train
+    from jaxrnn.errors import CheckpointError
+    params, config, vocab, metadata = loop.load_model(FLAGS.checkpoint)
+    corpus = data.load_corpus(FLAGS.data or config.data, config.split)
+    if corpus.vocab != vocab:
+        raise CheckpointError(f"the corpus {corpus.text_path} has a different vocabulary from the "
+                              "checkpoint's; evaluate on the text it was trained on")
+    ids = {"train": corpus.train, "val": corpus.val, "test": corpus.test}[FLAGS.split]
+    report = train.loss_report(loop.evaluate_split(config, params, ids, FLAGS.split))
+    print(f"{FLAGS.split}: loss {report['loss']:.4f} nats/char, {report['bpc']:.4f} bits/char, "
+          f"perplexity {report['perplexity']:.3f} ({len(ids):,} characters, step "
+          f"{metadata['step']}, {config.arch} H={config.hidden_size} L={config.num_layers})")
+
+
+if __name__ == "__main__":
+    app.run(common.run_main(main))

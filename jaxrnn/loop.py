@@ -1,0 +1,181 @@
+"""The host-side training loop: data, compiled chunks of steps, logging, evaluation, checkpoints.
+
+`train(config)` is what ``python -m experiments.train`` calls. All math is in `jaxrnn.train`
+(pure, jitted); this module only moves data between the host and those functions, prints progress,
+appends metrics to ``<output_dir>/metrics.jsonl`` and keeps ``<output_dir>/checkpoint`` current.
+"""
+import json
+import pathlib
+import time
+
+import jax
+import numpy as np
+
+from jaxrnn import checkpoint, config as config_lib, data, sample, train as train_lib
+from jaxrnn.errors import CheckpointError, TrainingDivergedError
+
+CHECKPOINT_SUBDIR = "checkpoint"
+
+
+def _append_jsonl(path, record):
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _format_seconds(seconds):
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{seconds:02d}s"
+
+
+def checkpoint_metadata(config, vocab, train_state, best_val_loss, extra=None):
+    return {"config": config.to_dict(), "vocab": vocab, "step": int(train_state.step),
+            "epoch": int(train_state.epoch), "window": int(train_state.window),
+            "best_val_loss": best_val_loss, **(extra or {})}
+
+
+def _resume(config, vocab, directory):
+    """Load the training state of ``directory``, refusing a checkpoint that does not match."""
+    metadata = checkpoint.read_metadata(directory)
+    saved = metadata["config"]
+    checkpoint.check_compatible(saved, {name: getattr(config, name)
+                                        for name in config_lib.MODEL_FIELDS})
+    if metadata["vocab"] != vocab:
+        raise CheckpointError(f"checkpoint {directory} was trained on a different vocabulary "
+                              f"({len(metadata['vocab'])} symbols, this corpus has {len(vocab)}); "
+                              "resume with the same --data or start a new --output_dir")
+    if saved["batch_size"] != config.batch_size or saved["seq_len"] != config.seq_len:
+        raise CheckpointError("checkpoint used --batch_size/--seq_len "
+                              f"{saved['batch_size']}/{saved['seq_len']}; resume with the same "
+                              "values so the data position stays valid")
+    template = jax.eval_shape(lambda: train_lib.init_train_state(config, len(vocab)))
+    train_state, _ = checkpoint.load_checkpoint(directory, like=template)
+    return jax.device_put(train_state), metadata
+
+
+def load_model(directory):
+    """``(params, config, vocab, metadata)`` from a checkpoint, for evaluation and sampling."""
+    metadata = checkpoint.read_metadata(directory)
+    config = config_lib.from_dict(metadata["config"])
+    template = jax.eval_shape(lambda: train_lib.init_train_state(config, len(metadata["vocab"])))
+    train_state, _ = checkpoint.load_checkpoint(directory, like=template)
+    return jax.device_put(train_state.params), config, metadata["vocab"], metadata
+
+
+def eval_streams(config, ids, name):
+    """``(B', W*T+1)`` streams of a held-out split: ``eval_batch_size`` streams, fewer when the
+    split is too short to give each stream one window."""
+    batch_size = min(config.eval_batch_size, max(1, (len(ids) - 1) // config.seq_len))
+    return data.make_streams(ids, batch_size, config.seq_len, name=f"{name} split")
+
+
+def evaluate_split(config, params, ids, name):
+    """Mean loss (nats/char) over a split, the hidden state carried across windows."""
+    return train_lib.make_evaluate(config)(params, eval_streams(config, ids, name))
+
+
+def _compile(jitted, *args):
+    """Ahead-of-time compile, so that compile time is reported apart from step time."""
+    start = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    return compiled, time.perf_counter() - start
+
+
+def train(config, *, log=print, stop_at_step=None):
+    """Train (or resume) per ``config``; returns a summary dict with the final metrics.
+
+    ``stop_at_step`` ends this invocation early, right after the checkpoint of that step (it must
+    be a multiple of ``eval_every``), as if the run had been interrupted there; the test split is
+    not evaluated then. A later call with ``config.resume`` continues exactly.
+    """
+    corpus = data.load_corpus(config.data, config.split)
+    streams = data.make_streams(corpus.train, config.batch_size, config.seq_len,
+                                name="training split")
+    num_windows = data.num_windows(streams, config.seq_len)
+    output_dir = pathlib.Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = output_dir / CHECKPOINT_SUBDIR
+    metrics_path = output_dir / "metrics.jsonl"
+    best_val_loss = None
+    if config.resume:
+        train_state, metadata = _resume(config, corpus.vocab, checkpoint_dir)
+        best_val_loss = metadata.get("best_val_loss")
+        log(f"resumed from {checkpoint_dir} at step {int(train_state.step)}")
+    else:
+        train_state = train_lib.init_train_state(config, len(corpus.vocab))
+    val_streams = eval_streams(config, corpus.val, "validation")
+    evaluate = train_lib.make_evaluate(config)
+    streams = jax.device_put(streams)
+    num_params = sum(leaf.size for leaf in jax.tree.leaves(train_state.params))
+    log(f"{config.arch} H={config.hidden_size} L={config.num_layers} ({num_params:,} params), "
+        f"vocab {len(corpus.vocab)}, train {len(corpus.train):,} chars = {num_windows} windows "
+        f"of {config.batch_size}x{config.seq_len}, backward={config.backward}")
+
+    chunks, step, start = {}, int(train_state.step), time.perf_counter()
+    train_seconds, steps_timed, pending = 0.0, 0, []
+    schedule = train_lib.make_schedule(config)
+    while step < config.num_steps:
+        boundary = min(config.num_steps, (step // config.eval_every + 1) * config.eval_every)
+        length = min(config.steps_per_call, boundary - step)
+        if length not in chunks:
+            chunks[length], seconds = _compile(
+                train_lib.make_train_chunk(config, num_windows, length), train_state, streams)
+            log(f"compiled a {length}-step chunk in {seconds:.1f}s")
+        tick = time.perf_counter()
+        new_state, metrics = chunks[length](train_state, streams)
+        metrics = jax.device_get(metrics)
+        train_seconds += time.perf_counter() - tick
+        steps_timed += length
+        if not np.all(np.isfinite(metrics["loss"])):
+            bad = step + int(np.argmin(np.isfinite(metrics["loss"]))) + 1
+            kept = (f"the last good checkpoint is kept in {checkpoint_dir}"
+                    if (checkpoint_dir / checkpoint.META_FILE).exists() else "no checkpoint was saved yet")
+            raise TrainingDivergedError(
+                f"loss became {metrics['loss'][np.isfinite(metrics['loss']) == 0][0]} at step "
+                f"{bad}; {kept}; lower --learning_rate or --clip_norm")
+        train_state, step = new_state, step + length
+        pending.append(metrics)
+        if step % config.log_every == 0 or step == config.num_steps:
+            merged = {name: np.concatenate([m[name] for m in pending]) for name in pending[0]}
+            pending = []
+            chars_per_second = steps_timed * config.batch_size * config.seq_len / train_seconds
+            eta = train_seconds / steps_timed * (config.num_steps - step)
+            record = {"kind": "train", "step": step, "epoch": int(train_state.epoch),
+                      "loss": float(merged["loss"].mean()),
+                      "grad_norm": float(merged["grad_norm"].mean()),
+                      "clip_fraction": float(merged["clipped"].mean()),
+                      "learning_rate": float(schedule(step)), "chars_per_second": chars_per_second,
+                      "elapsed_seconds": time.perf_counter() - start}
+            _append_jsonl(metrics_path, record)
+            log(f"step {step}/{config.num_steps} epoch {record['epoch']} "
+                f"loss {record['loss']:.4f} |g| {record['grad_norm']:.2f} "
+                f"clipped {100 * record['clip_fraction']:.0f}% lr {record['learning_rate']:.2e} "
+                f"{chars_per_second:,.0f} chars/s elapsed {_format_seconds(record['elapsed_seconds'])}"
+                f" eta {_format_seconds(eta)}")
+        if step % config.eval_every == 0 or step == config.num_steps:
+            report = train_lib.loss_report(evaluate(train_state.params, val_streams))
+            best_val_loss = report["loss"] if best_val_loss is None else min(best_val_loss,
+                                                                              report["loss"])
+            _append_jsonl(metrics_path, {"kind": "val", "step": step, **report})
+            log(f"  val loss {report['loss']:.4f} nats/char = {report['bpc']:.3f} bpc, "
+                f"perplexity {report['perplexity']:.2f}")
+            text = sample.sample_text(train_state.params, arch=config.arch, vocab=corpus.vocab,
+                                      key=jax.random.key(step), length=config.sample_length,
+                                      temperature=config.sample_temperature,
+                                      **train_lib._cell_options(config))[0]
+            log("  sample: " + text.replace("\n", "\n          "))
+            checkpoint.save_checkpoint(checkpoint_dir, state_pytree=train_state,
+                                       metadata=checkpoint_metadata(config, corpus.vocab,
+                                                                    train_state, best_val_loss))
+            if step == stop_at_step:
+                return {"train_state": train_state, "best_val_loss": best_val_loss,
+                        "checkpoint": str(checkpoint_dir)}
+
+    test = train_lib.loss_report(evaluate_split(config, train_state.params, corpus.test, "test"))
+    _append_jsonl(metrics_path, {"kind": "test", "step": step, **test})
+    total = time.perf_counter() - start
+    log(f"test loss {test['loss']:.4f} nats/char = {test['bpc']:.3f} bpc, perplexity "
+        f"{test['perplexity']:.2f}; {_format_seconds(total)} in all; checkpoint: {checkpoint_dir}")
+    return {"test": test, "best_val_loss": best_val_loss, "seconds": total,
+            "checkpoint": str(checkpoint_dir), "train_state": train_state,
+            "chars_per_second": steps_timed * config.batch_size * config.seq_len
+            / max(train_seconds, 1e-9)}

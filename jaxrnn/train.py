@@ -1,0 +1,164 @@
+"""Pure training pieces: optimiser factory, the train step, many steps per compiled call, evaluation.
+
+Everything here is a factory returning pure functions of explicit state, so that
+
+* ``train_chunk = make_train_chunk(config, num_windows, length)`` runs ``length`` optimiser steps
+  inside one ``jit``-compiled ``lax.scan`` (Python dispatch is paid once per chunk, not per step);
+* many seeds are ``jax.vmap(train_step)`` over a batch of `TrainState` s;
+* host work (logging, checkpoints, sampling) stays outside, in `jaxrnn.loop`.
+
+Truncated BPTT: the training text is cut into B parallel streams (`jaxrnn.data.make_streams`);
+step k reads window ``k mod W`` of every stream, the hidden state is carried from one window to the
+next with its gradient stopped, and it is reset to zeros at the start of each epoch.
+"""
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxrnn import data, model
+from jaxrnn.types import TrainState
+
+LN2 = math.log(2.0)
+
+
+def _cell_options(config):
+    return {"activation": config.activation if config.arch == "rnn" else None}
+
+
+def dtype_of(config):
+    return jnp.float64 if config.dtype == "float64" else jnp.float32
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimiser
+# ---------------------------------------------------------------------------------------------
+def make_schedule(config):
+    """Learning rate as a function of the step: optional linear warm-up, then
+    constant | cosine decay to ``final_lr_fraction * peak`` | exponential decay by ``decay_rate``
+    over the remaining steps."""
+    peak = config.learning_rate
+    decay_steps = max(config.num_steps - config.warmup_steps, 1)
+    if config.schedule == "constant":
+        main = optax.constant_schedule(peak)
+    elif config.schedule == "cosine":
+        main = optax.cosine_decay_schedule(peak, decay_steps, alpha=config.final_lr_fraction)
+    else:
+        main = optax.exponential_decay(peak, decay_steps, config.decay_rate)
+    if config.warmup_steps == 0:
+        return main
+    warmup = optax.linear_schedule(0.0, peak, config.warmup_steps)
+    return optax.join_schedules([warmup, main], [config.warmup_steps])
+
+
+def make_optimizer(config):
+    """``clip_by_global_norm(clip_norm)`` followed by the chosen optimiser on the schedule.
+
+    Clipping the global gradient norm is the standard remedy for exploding RNN gradients
+    (Pascanu et al. 2013)."""
+    schedule = make_schedule(config)
+    optimizers = {
+        "adam": lambda: optax.adam(schedule),
+        "adamw": lambda: optax.adamw(schedule, weight_decay=config.weight_decay),
+        "rmsprop": lambda: optax.rmsprop(schedule),
+        "adagrad": lambda: optax.adagrad(schedule),
+        "sgd": lambda: optax.sgd(schedule, momentum=config.momentum),
+    }
+    return optax.chain(optax.clip_by_global_norm(config.clip_norm), optimizers[config.optimizer]())
+
+
+# ---------------------------------------------------------------------------------------------
+# State
+# ---------------------------------------------------------------------------------------------
+def zero_model_state(config, batch_size):
+    return model.init_state(config.arch, batch_size, config.hidden_size, config.num_layers,
+                            dtype_of(config))
+
+
+def init_train_state(config, vocab_size, key=None):
+    """Fresh `TrainState` from ``config.seed`` (or ``key``)."""
+    key = jax.random.key(config.seed) if key is None else key
+    init_key, dropout_key = jax.random.split(key)
+    params = model.init_params(init_key, config.arch, vocab_size, config.hidden_size,
+                               config.num_layers, dtype=dtype_of(config),
+                               recurrent_init=config.recurrent_init, **_cell_options(config))
+    counters = [jnp.zeros((), jnp.int32) for _ in range(3)]  # distinct buffers: they are donated
+    return TrainState(params, make_optimizer(config).init(params),
+                      zero_model_state(config, config.batch_size), *counters, dropout_key)
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+# ---------------------------------------------------------------------------------------------
+def make_train_step(config, num_windows):
+    """``train_step(train_state, streams (B, W*T+1)) -> (train_state, metrics)``, pure.
+
+    metrics: loss (nats/char, before the update), grad_norm (before clipping), clipped (1.0 when
+    the global-norm clip fired).
+    """
+    optimizer = make_optimizer(config)
+    value_and_grad = jax.value_and_grad(
+        functools.partial(model.loss_fn, arch=config.arch, backward=config.backward,
+                          dropout=config.dropout, **_cell_options(config)), has_aux=True)
+
+    def train_step(train_state, streams):
+        params, opt_state, model_state, step, window, epoch, key = train_state
+        new_epoch = window == 0
+        model_state = jax.tree.map(lambda carry: jnp.where(new_epoch, 0, carry), model_state)
+        inputs, targets = data.get_window_jax(streams, window, config.seq_len)
+        key, dropout_key = jax.random.split(key)
+        (loss, final_state), grads = value_and_grad(params, inputs, targets, model_state,
+                                                    dropout_key=dropout_key)
+        grad_norm = optax.tree.norm(grads)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        next_window = (window + 1) % num_windows
+        epoch = epoch + (next_window == 0).astype(jnp.int32)
+        metrics = {"loss": loss, "grad_norm": grad_norm,
+                   "clipped": (grad_norm > config.clip_norm).astype(loss.dtype)}
+        new_state = TrainState(params, opt_state, jax.lax.stop_gradient(final_state), step + 1,
+                               next_window, epoch, key)
+        return new_state, metrics
+
+    return train_step
+
+
+def make_train_chunk(config, num_windows, length):
+    """Jitted ``train_chunk(train_state, streams) -> (train_state, metrics stacked over length)``:
+    ``length`` train steps in one ``lax.scan``. The input state's buffers are donated."""
+    train_step = make_train_step(config, num_windows)
+
+    def train_chunk(train_state, streams):
+        return jax.lax.scan(lambda state, _: train_step(state, streams), train_state, None,
+                            length=length)
+
+    return jax.jit(train_chunk, donate_argnums=0)
+
+
+def make_evaluate(config):
+    """Jitted ``evaluate(params, streams (B, W*T+1)) -> mean loss in nats/char`` over all W
+    windows, carrying the hidden state across windows (as in training, without dropout)."""
+    def evaluate(params, streams):
+        batch_size = streams.shape[0]
+        count = data.num_windows(streams, config.seq_len)
+
+        def window_loss(state, index):
+            inputs, targets = data.get_window_jax(streams, index, config.seq_len)
+            log_probs, state = model.forward_log_probs(params, inputs, state, arch=config.arch,
+                                                       **_cell_options(config))
+            nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1).mean()
+            return state, nll
+
+        _, losses = jax.lax.scan(window_loss, zero_model_state(config, batch_size),
+                                 jnp.arange(count))
+        return losses.mean()
+
+    return jax.jit(evaluate)
+
+
+def loss_report(loss):
+    """nats/char -> {"loss": nats, "bpc": bits per character, "perplexity": exp(loss)}."""
+    loss = float(loss)
+    return {"loss": loss, "bpc": loss / LN2, "perplexity": math.exp(min(loss, 700.0))}

@@ -1,0 +1,141 @@
+"""Training: optimiser factory, exact resume, manual == autodiff training curves, divergence."""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from jaxrnn import checkpoint, config as config_lib, data, loop, train
+from jaxrnn.errors import CheckpointError, ConfigError, TrainingDivergedError
+
+
+def _config(tmp_path, text, **overrides):
+    corpus = tmp_path / "corpus.txt"
+    if not corpus.exists():
+        corpus.write_text(text, encoding="utf-8")
+    values = dict(data=str(corpus), hidden_size=16, batch_size=4, seq_len=8, num_steps=6,
+                  steps_per_call=3, eval_every=3, log_every=3, eval_batch_size=2,
+                  sample_length=10, warmup_steps=2, output_dir=str(tmp_path / "run"))
+    values.update(overrides)
+    return config_lib.make_config(**values)
+
+
+def _quiet(*args):
+    pass
+
+
+@pytest.mark.parametrize("optimizer,schedule", [
+    (optimizer, config_lib.SCHEDULES[index % len(config_lib.SCHEDULES)])
+    for index, optimizer in enumerate(config_lib.OPTIMIZERS)])
+def test_optimizers_and_schedules_reduce_the_loss(tmp_path, small_text, optimizer, schedule):
+    config = _config(tmp_path, small_text, optimizer=optimizer, schedule=schedule,
+                     learning_rate=0.05 if optimizer in ("sgd", "adagrad") else 0.01,
+                     num_steps=30, steps_per_call=30, eval_every=30, log_every=30)
+    summary = loop.train(config, log=_quiet)
+    records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    first_loss = np.log(len(set(small_text)))          # the loss of a uniform prediction
+    assert records[0]["kind"] == "train" and records[0]["loss"] < first_loss
+    assert summary["test"]["loss"] < first_loss
+    assert summary["test"]["bpc"] == pytest.approx(summary["test"]["loss"] / np.log(2))
+
+
+@pytest.mark.parametrize("schedule,end", [("constant", 1.0), ("cosine", 0.1),
+                                          ("exponential", 0.5)])
+def test_schedules_warm_up_then_decay(schedule, end):
+    config = config_lib.make_config(num_steps=100, warmup_steps=10, learning_rate=1.0,
+                                    schedule=schedule, final_lr_fraction=0.1, decay_rate=0.5)
+    learning_rate = train.make_schedule(config)
+    assert float(learning_rate(0)) == 0.0
+    assert float(learning_rate(5)) == pytest.approx(0.5)
+    assert float(learning_rate(10)) == pytest.approx(1.0)
+    assert float(learning_rate(100)) == pytest.approx(end)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "gru", "rnn"])
+def test_resume_is_exact(tmp_path, small_text, arch):
+    """N steps + resume + N steps == 2N straight steps, bit for bit (dropout included)."""
+    straight = _config(tmp_path, small_text, arch=arch, dropout=0.2,
+                       output_dir=str(tmp_path / "straight"))
+    expected = loop.train(straight, log=_quiet)["train_state"]
+    split = _config(tmp_path, small_text, arch=arch, dropout=0.2,
+                    output_dir=str(tmp_path / "split"))
+    loop.train(split, log=_quiet, stop_at_step=3)
+    assert checkpoint.read_metadata(tmp_path / "split" / "checkpoint")["step"] == 3
+    resumed = loop.train(config_lib.make_config(**{**split.to_dict(), "resume": True}),
+                         log=_quiet)["train_state"]
+    resumed, expected = (state._replace(key=jax.random.key_data(state.key))
+                         for state in (resumed, expected))
+    for got, want in zip(jax.tree.leaves(resumed), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_manual_and_autodiff_train_the_same_curve(tmp_path, small_text):
+    """Same seed, float32: the loss after 200 steps agrees to 1e-4 relative."""
+    losses = {}
+    for backward in ("manual", "autodiff"):
+        config = _config(tmp_path, small_text, backward=backward, num_steps=200,
+                         steps_per_call=50, eval_every=200, log_every=200,
+                         output_dir=str(tmp_path / backward))
+        state = train.init_train_state(config, len(set(small_text)))
+        ids = data.encode(data.build_vocab(small_text), small_text)
+        streams = data.make_streams(ids, config.batch_size, config.seq_len)
+        chunk = train.make_train_chunk(config, data.num_windows(streams, config.seq_len), 50)
+        curve = []
+        for _ in range(4):
+            state, metrics = chunk(state, streams)
+            curve.extend(np.asarray(metrics["loss"]).tolist())
+        losses[backward] = np.array(curve)
+    assert losses["manual"][-1] < losses["manual"][0] - 0.5
+    np.testing.assert_allclose(losses["manual"], losses["autodiff"], rtol=1e-4)
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, small_text):
+    config = _config(tmp_path, small_text, num_steps=9)
+    loop.train(config, log=_quiet, stop_at_step=3)
+    good = checkpoint.load_checkpoint(tmp_path / "run" / "checkpoint")[0]
+    exploding = config_lib.make_config(**{**config.to_dict(), "resume": True,
+                                          "learning_rate": 1e38, "clip_norm": 1e38})
+    with pytest.raises(TrainingDivergedError, match="last good checkpoint is kept"):
+        loop.train(exploding, log=_quiet)
+    after = checkpoint.load_checkpoint(tmp_path / "run" / "checkpoint")[0]
+    assert checkpoint.read_metadata(tmp_path / "run" / "checkpoint")["step"] == 3
+    for name in good:
+        np.testing.assert_array_equal(good[name], after[name])
+
+
+def test_resume_refuses_a_mismatched_checkpoint(tmp_path, small_text):
+    config = _config(tmp_path, small_text)
+    loop.train(config, log=_quiet, stop_at_step=3)
+    for change, message in (({"hidden_size": 32}, "hidden_size=16 but flags ask for 32"),
+                            ({"arch": "gru"}, "arch='lstm' but flags ask for 'gru'")):
+        mismatched = config_lib.make_config(**{**config.to_dict(), "resume": True, **change})
+        with pytest.raises(CheckpointError, match=message):
+            loop.train(mismatched, log=_quiet)
+    other_text = tmp_path / "other.txt"
+    other_text.write_text(small_text + "XYZ", encoding="utf-8")
+    with pytest.raises(CheckpointError, match="different vocabulary"):
+        loop.train(config_lib.make_config(**{**config.to_dict(), "resume": True,
+                                             "data": str(other_text)}), log=_quiet)
+
+
+def test_resume_without_checkpoint_says_so(tmp_path, small_text):
+    config = _config(tmp_path, small_text, resume=True)
+    with pytest.raises(CheckpointError):
+        loop.train(config, log=_quiet)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"hidden_size": 0}, "--hidden_size must be a positive integer"),
+    ({"hidden_size": -3}, "--hidden_size must be a positive integer"),
+    ({"arch": "transformer"}, "unknown arch"),
+    ({"arch": "rnn", "activation": "swish"}, "unknown activation"),
+    ({"optimizer": "lion"}, "unknown optimizer"),
+    ({"schedule": "linear"}, "unknown schedule"),
+    ({"learning_rate": 0.0}, "--learning_rate must be > 0"),
+    ({"dropout": 1.0}, "--dropout must be in"),
+    ({"split": (0.5, 0.5, 0.5)}, "--split must be three positive fractions"),
+    ({"backward": "numeric"}, "unknown backward"),
+])
+def test_invalid_config_values(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        config_lib.make_config(**overrides)
