@@ -159,6 +159,18 @@ def lstm_init(key, input_size, hidden_size, recurrent_init="orthogonal", dtype=j
             "b": bias}
 
 
+def _lstm_gate_affine(hidden_size, dtype):
+    """Per-column ``(scale, offset)`` with ``[i, f, g, o] = scale * tanh(scale * a) + offset``.
+
+    ``sigmoid(a) = 0.5 * tanh(a / 2) + 0.5``, so the three sigmoid gates and the tanh gate are one
+    tanh over the whole ``(B, 4H)`` pre-activation block: one fused loop instead of four (and no
+    divisions), which matters on CPU where each time step is a handful of small kernels.
+    """
+    half, one = jnp.full((hidden_size,), 0.5, dtype), jnp.ones((hidden_size,), dtype)
+    zero = jnp.zeros((hidden_size,), dtype)
+    return (jnp.concatenate([half, half, one, half]), jnp.concatenate([half, half, zero, half]))
+
+
 def lstm_forward_step(params, carry, xproj_t):
     """One LSTM step (the seed equations, no peepholes).
 
@@ -172,12 +184,12 @@ def lstm_forward_step(params, carry, xproj_t):
     Returns ``(LSTMState(h_t, c_t), (h_t, LSTMResiduals(gates=[i, f, g, o], cells=c_t)))``.
     """
     h_prev, c_prev = carry
-    a_i, a_f, a_g, a_o = jnp.split(xproj_t + h_prev @ params["W_h"], 4, axis=-1)
-    i, f, o = jax.nn.sigmoid(a_i), jax.nn.sigmoid(a_f), jax.nn.sigmoid(a_o)
-    g = jnp.tanh(a_g)
+    hidden_size = h_prev.shape[-1]
+    scale, offset = _lstm_gate_affine(hidden_size, h_prev.dtype)
+    gates = scale * jnp.tanh(scale * (xproj_t + h_prev @ params["W_h"])) + offset  # (B, 4H)
+    i, f, g, o = jnp.split(gates, 4, axis=-1)   # split (not slices): its transpose is a concat
     c = f * c_prev + i * g
     h = o * jnp.tanh(c)
-    gates = jnp.concatenate([i, f, g, o], axis=-1)
     return LSTMState(h, c), (h, LSTMResiduals(gates=gates, cells=c))
 
 

@@ -36,10 +36,10 @@ class Config:
     batch_size: int = 64
     seq_len: int = 100
     # optimisation
-    num_steps: int = 3000
+    num_steps: int = 1400
     steps_per_call: int = 25            # train steps fused into one compiled call (lax.scan)
     optimizer: str = "adam"
-    learning_rate: float = 3e-3
+    learning_rate: float = 2e-3
     schedule: str = "cosine"
     warmup_steps: int = 100
     final_lr_fraction: float = 0.05     # cosine: final lr = fraction * peak
