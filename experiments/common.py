@@ -25,6 +25,8 @@ CONFIG_HELP = {
     "split": "train,val,test fractions of the corpus, contiguous, e.g. 0.9,0.05,0.05",
     "batch_size": "parallel text streams per step (B)",
     "seq_len": "truncated-BPTT window length in characters (T)",
+    "random_offsets": "at each epoch shift every stream by a random 0..T-1 characters, so the "
+                      "windows (and the zero state of the epoch start) fall at new places",
     "num_steps": "optimiser steps in total (a resumed run continues up to this)",
     "steps_per_call": "train steps fused into one compiled call (lax.scan over steps)",
     "optimizer": "adam, adamw, rmsprop, adagrad or sgd (with --momentum)",
@@ -38,7 +40,9 @@ CONFIG_HELP = {
     "clip_norm": "clip the global gradient norm to this value",
     "seed": "random seed for initialisation and dropout",
     "eval_every": "evaluate on the validation split, print a sample and checkpoint every N steps",
-    "eval_batch_size": "parallel streams used for evaluation",
+    "eval_batch_size": "parallel streams for evaluation; 1 reads the split as one stream, so every "
+                       "character is predicted from all the text before it (more is faster, but "
+                       "each stream starts from a zero state)",
     "sample_length": "characters of the sample printed at each evaluation",
     "sample_temperature": "temperature of the sample printed at each evaluation",
     "log_every": "print a progress line every N steps",

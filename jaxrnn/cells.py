@@ -60,8 +60,10 @@ def _recurrent_weights(key, hidden_size, num_gates, recurrent_init, dtype):
             f"unknown recurrent_init {recurrent_init!r}; choose one of {', '.join(RECURRENT_INITS)}")
     keys = jax.random.split(key, num_gates)
     if recurrent_init == "orthogonal":
+        # QR in float32 at least (CPU has no bfloat16 QR), then cast.
         init = jax.nn.initializers.orthogonal()
-        blocks = [init(k, (hidden_size, hidden_size), dtype) for k in keys]
+        qr_dtype = jnp.promote_types(dtype, jnp.float32)
+        blocks = [init(k, (hidden_size, hidden_size), qr_dtype).astype(dtype) for k in keys]
     elif recurrent_init == "identity":
         blocks = [jnp.eye(hidden_size, dtype=dtype)] * num_gates
     else:
@@ -262,10 +264,11 @@ def gru_forward_step(params, h_prev, xproj_t):
     Args: h_prev: (B, H); xproj_t: (B, 3H).
     Returns ``(h_t, (h_t, GRUResiduals(gates=[r, z, n, h_n])))``.
     """
-    x_r, x_z, x_n = jnp.split(xproj_t, 3, axis=-1)
-    h_r, h_z, h_n = jnp.split(h_prev @ params["W_h"] + params["b_h"], 3, axis=-1)
-    r = jax.nn.sigmoid(x_r + h_r)
-    z = jax.nn.sigmoid(x_z + h_z)
+    hidden_size = h_prev.shape[-1]
+    x_rz, x_n = jnp.split(xproj_t, [2 * hidden_size], axis=-1)
+    h_rz, h_n = jnp.split(h_prev @ params["W_h"] + params["b_h"], [2 * hidden_size], axis=-1)
+    # Both sigmoid gates in one tanh over (B, 2H): sigmoid(a) = 0.5 * tanh(a / 2) + 0.5.
+    r, z = jnp.split(0.5 * jnp.tanh(0.5 * (x_rz + h_rz)) + 0.5, 2, axis=-1)
     n = jnp.tanh(x_n + r * h_n)
     h = (1 - z) * n + z * h_prev
     return h, (h, GRUResiduals(gates=jnp.concatenate([r, z, n, h_n], axis=-1)))

@@ -24,10 +24,10 @@ class Config:
     # model
     arch: str = "lstm"
     activation: str = "tanh"            # arch=rnn only
-    hidden_size: int = 512
+    hidden_size: int = 384
     num_layers: int = 1
     recurrent_init: str = "orthogonal"
-    dropout: float = 0.0
+    dropout: float = 0.25
     dtype: str = "float32"
     backward: str = "manual"
     # data
@@ -35,13 +35,14 @@ class Config:
     split: Tuple[float, float, float] = (0.9, 0.05, 0.05)
     batch_size: int = 64
     seq_len: int = 100
+    random_offsets: bool = True         # shift the windows by a random 0..T-1 chars each epoch
     # optimisation
-    num_steps: int = 1400
+    num_steps: int = 2500
     steps_per_call: int = 25            # train steps fused into one compiled call (lax.scan)
     optimizer: str = "adam"
-    learning_rate: float = 2e-3
+    learning_rate: float = 3e-3
     schedule: str = "cosine"
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     final_lr_fraction: float = 0.05     # cosine: final lr = fraction * peak
     decay_rate: float = 0.1             # exponential: lr multiplied by this over num_steps
     weight_decay: float = 1e-4          # adamw only
@@ -50,7 +51,7 @@ class Config:
     seed: int = 0
     # evaluation, sampling, output
     eval_every: int = 500
-    eval_batch_size: int = 32
+    eval_batch_size: int = 1
     sample_length: int = 200
     sample_temperature: float = 0.8
     log_every: int = 100

@@ -336,20 +336,22 @@ def num_windows(streams: np.ndarray, seq_len: int) -> int:
     return (streams.shape[1] - 1) // seq_len
 
 
-def get_window_jax(streams: jax.Array, index, seq_len: int) -> Tuple[jax.Array, jax.Array]:
+def get_window_jax(streams: jax.Array, index, seq_len: int, offset=0
+                   ) -> Tuple[jax.Array, jax.Array]:
     """Window `index` of every stream, jit-friendly (`index` may be a traced integer scalar).
 
     Args:
       streams: (B, W*T + 1) int32, from `make_streams`.
       index: integer scalar k in [0, W); out-of-range values are clamped by `lax.dynamic_slice`.
       seq_len: T, a static Python int.
+      offset: integer scalar o added to every start (``o + kT + T + 1`` must fit the stream).
 
     Returns:
-      (inputs, targets): (B, T) int32 each; ``inputs = streams[:, kT:(k+1)T]`` and
-      ``targets = streams[:, kT+1:(k+1)T+1]``.
+      (inputs, targets): (B, T) int32 each; ``inputs = streams[:, o+kT:o+(k+1)T]`` and
+      ``targets = streams[:, o+kT+1:o+(k+1)T+1]``.
     """
     streams = jnp.asarray(streams)
-    start = jnp.asarray(index, dtype=jnp.int32) * seq_len
+    start = jnp.asarray(index, dtype=jnp.int32) * seq_len + jnp.asarray(offset, jnp.int32)
     chunk = jax.lax.dynamic_slice(streams, (jnp.int32(0), start),
                                   (streams.shape[0], seq_len + 1))  # (B, T+1)
     return chunk[:, :-1], chunk[:, 1:]

@@ -3,6 +3,7 @@
 These functions *use* JAX's differentiation on purpose (they measure it); the manual path in
 `jaxrnn.cells`, `jaxrnn.unroll` and `jaxrnn.model` never does.
 """
+import dataclasses
 import time
 
 import jax
@@ -111,3 +112,20 @@ def gradient_check(*, arch, activation=None, vocab_size=11, hidden_size=32, seq_
         "residual_bytes_autodiff": residual_bytes(loss("autodiff"), params, state),
         "grad_scale": _tree_max_abs(grads["autodiff"]),
     }
+
+
+def training_curves(config, streams, vocab_size, num_steps):
+    """Per-step training loss (num_steps,) for each backward mode from the same seed and data.
+
+    Returns ``{"manual": (num_steps,), "autodiff": (num_steps,)}``: the curve of ``config`` run
+    once with each ``backward``; everything else (seed, windows, optimiser) is identical.
+    """
+    from jaxrnn import data, train  # train imports model; keep this module importable alone
+    num_windows = data.num_windows(streams, config.seq_len)
+    curves = {}
+    for backward in ("manual", "autodiff"):
+        mode_config = dataclasses.replace(config, backward=backward)
+        chunk = train.make_train_chunk(mode_config, num_windows, num_steps)
+        _, metrics = chunk(train.init_train_state(mode_config, vocab_size), streams)
+        curves[backward] = np.asarray(metrics["loss"])
+    return curves

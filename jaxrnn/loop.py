@@ -107,8 +107,9 @@ def train(config, *, log=print, stop_at_step=None):
     streams = jax.device_put(streams)
     num_params = sum(leaf.size for leaf in jax.tree.leaves(train_state.params))
     log(f"{config.arch} H={config.hidden_size} L={config.num_layers} ({num_params:,} params), "
-        f"vocab {len(corpus.vocab)}, train {len(corpus.train):,} chars = {num_windows} windows "
-        f"of {config.batch_size}x{config.seq_len}, backward={config.backward}")
+        f"vocab {len(corpus.vocab)}, train {len(corpus.train):,} chars = "
+        f"{train_lib.epoch_windows(config, num_windows)} windows of "
+        f"{config.batch_size}x{config.seq_len} per epoch, backward={config.backward}")
 
     chunks, step, start = {}, int(train_state.step), time.perf_counter()
     train_seconds, steps_timed, pending = 0.0, 0, []

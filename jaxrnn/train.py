@@ -4,12 +4,18 @@ Everything here is a factory returning pure functions of explicit state, so that
 
 * ``train_chunk = make_train_chunk(config, num_windows, length)`` runs ``length`` optimiser steps
   inside one ``jit``-compiled ``lax.scan`` (Python dispatch is paid once per chunk, not per step);
-* many seeds are ``jax.vmap(train_step)`` over a batch of `TrainState` s;
+* many seeds are one program: `make_multi_seed_chunk` is ``jit(vmap(chunk))`` over stacked
+  `TrainState` s from `init_train_states`;
 * host work (logging, checkpoints, sampling) stays outside, in `jaxrnn.loop`.
 
 Truncated BPTT: the training text is cut into B parallel streams (`jaxrnn.data.make_streams`);
 step k reads window ``k mod W`` of every stream, the hidden state is carried from one window to the
-next with its gradient stopped, and it is reset to zeros at the start of each epoch.
+next with its gradient stopped, and it is reset to zeros at the start of each epoch. With
+``random_offsets`` (the default) each epoch shifts all windows by a random 0..T-1 characters
+(drawn from the seed and the epoch, so a resumed run draws the same), so that the windows and the
+zero state of the epoch start fall at new places in the text each time. Without it, a model only
+ever starts from a zero state at the same B places, and measured on Tiny Shakespeare it can lock
+into a degenerate state when started from zero elsewhere (see BUILD_NOTES.md).
 """
 import functools
 import math
@@ -19,6 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxrnn import data, model
+from jaxrnn.errors import ConfigError
 from jaxrnn.types import TrainState
 
 LN2 = math.log(2.0)
@@ -92,6 +99,17 @@ def init_train_state(config, vocab_size, key=None):
 # ---------------------------------------------------------------------------------------------
 # Steps
 # ---------------------------------------------------------------------------------------------
+def epoch_windows(config, num_windows):
+    """Windows per epoch: all W of the streams, or W - 1 with random offsets (the shifted
+    windows need one window of slack at the end of each stream)."""
+    if not config.random_offsets:
+        return num_windows
+    if num_windows < 2:
+        raise ConfigError(f"--random_offsets needs at least 2 windows per stream, the text gives "
+                          f"{num_windows}; pass --norandom_offsets or lower --batch_size/--seq_len")
+    return num_windows - 1
+
+
 def make_train_step(config, num_windows):
     """``train_step(train_state, streams (B, W*T+1)) -> (train_state, metrics)``, pure.
 
@@ -99,6 +117,8 @@ def make_train_step(config, num_windows):
     the global-norm clip fired).
     """
     optimizer = make_optimizer(config)
+    windows_per_epoch = epoch_windows(config, num_windows)
+    offset_key = jax.random.key(config.seed + 1)
     value_and_grad = jax.value_and_grad(
         functools.partial(model.loss_fn, arch=config.arch, backward=config.backward,
                           dropout=config.dropout, **_cell_options(config)), has_aux=True)
@@ -107,14 +127,18 @@ def make_train_step(config, num_windows):
         params, opt_state, model_state, step, window, epoch, key = train_state
         new_epoch = window == 0
         model_state = jax.tree.map(lambda carry: jnp.where(new_epoch, 0, carry), model_state)
-        inputs, targets = data.get_window_jax(streams, window, config.seq_len)
+        offset = 0
+        if config.random_offsets:
+            offset = jax.random.randint(jax.random.fold_in(offset_key, epoch), (), 0,
+                                        config.seq_len)
+        inputs, targets = data.get_window_jax(streams, window, config.seq_len, offset)
         key, dropout_key = jax.random.split(key)
         (loss, final_state), grads = value_and_grad(params, inputs, targets, model_state,
                                                     dropout_key=dropout_key)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        next_window = (window + 1) % num_windows
+        next_window = (window + 1) % windows_per_epoch
         epoch = epoch + (next_window == 0).astype(jnp.int32)
         metrics = {"loss": loss, "grad_norm": grad_norm,
                    "clipped": (grad_norm > config.clip_norm).astype(loss.dtype)}
@@ -135,6 +159,25 @@ def make_train_chunk(config, num_windows, length):
                             length=length)
 
     return jax.jit(train_chunk, donate_argnums=0)
+
+
+def init_train_states(config, vocab_size, seeds):
+    """A `TrainState` per seed, stacked on a leading axis S (for `make_multi_seed_chunk`)."""
+    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+    return jax.vmap(lambda key: init_train_state(config, vocab_size, key))(keys)
+
+
+def make_multi_seed_chunk(config, num_windows, length):
+    """Like `make_train_chunk`, for S independent runs at once: ``jit(vmap(chunk))`` over the
+    leading axis of the stacked train states (one compiled program; every run reads the same
+    windows). Returns metrics of shape (S, length)."""
+    train_step = make_train_step(config, num_windows)
+
+    def one_run(train_state, streams):
+        return jax.lax.scan(lambda state, _: train_step(state, streams), train_state, None,
+                            length=length)
+
+    return jax.jit(jax.vmap(one_run, in_axes=(0, None)), donate_argnums=0)
 
 
 def make_evaluate(config):

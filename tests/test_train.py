@@ -139,3 +139,22 @@ def test_resume_without_checkpoint_says_so(tmp_path, small_text):
 def test_invalid_config_values(overrides, message):
     with pytest.raises(ConfigError, match=message):
         config_lib.make_config(**overrides)
+
+
+def test_multi_seed_chunk_equals_separate_runs(tmp_path, small_text):
+    """jit(vmap) over seeds gives each seed the run it would have had alone."""
+    config = _config(tmp_path, small_text, dropout=0.1)
+    ids = data.encode(data.build_vocab(small_text), small_text)
+    streams = data.make_streams(ids, config.batch_size, config.seq_len)
+    num_windows = data.num_windows(streams, config.seq_len)
+    vocab_size = len(set(small_text))
+    states, metrics = train.make_multi_seed_chunk(config, num_windows, 4)(
+        train.init_train_states(config, vocab_size, [3, 4]), streams)
+    assert metrics["loss"].shape == (2, 4)
+    for index, seed in enumerate([3, 4]):
+        alone, alone_metrics = train.make_train_chunk(config, num_windows, 4)(
+            train.init_train_state(config, vocab_size, jax.random.key(seed)), streams)
+        np.testing.assert_allclose(metrics["loss"][index], alone_metrics["loss"], rtol=1e-5)
+        for got, want in zip(jax.tree.leaves(states.params), jax.tree.leaves(alone.params)):
+            np.testing.assert_allclose(got[index], want, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(metrics["loss"][0], metrics["loss"][1])

@@ -1,0 +1,1 @@
+"""Benchmarks of jaxrnn: throughput, GEMM roofline, memory, sampling. See benchmarks/README.md."""

@@ -1,0 +1,284 @@
+"""Shared pieces of the jaxrnn benchmarks: flags, config, the training step, FLOPs, timing.
+
+Memory, environment and the JSON record are in `benchmarks.sysinfo`.
+
+Timing method (the one of ``/work/shared/bench/peers.py``): the first call of a jitted function is
+timed on its own and reported as ``compile_s`` (trace + XLA compile + one execution); then
+``warmup`` untimed calls; then ``repeats`` timed blocks of ``steps`` calls each, every block ended
+by ``jax.block_until_ready``. A result is the per-call median over blocks with the min..max spread.
+`time_interleaved` times several candidates block by block in alternating order (A B, B A, ...),
+because this machine drifts by up to ~12% between minutes: compare only what was interleaved.
+"""
+import dataclasses
+import statistics
+import time
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import flags
+
+import jaxrnn
+from jaxrnn.cells import ARCHS, get_cell
+from jaxrnn.model import BACKWARDS
+
+DTYPES = ("float32", "bfloat16", "float64")
+FLAGS = flags.FLAGS
+
+
+# ---------------------------------------------------------------------------------------------
+# Flags shared by the benchmark launchers (each launcher calls the groups it needs)
+# ---------------------------------------------------------------------------------------------
+def define_model_flags(*, training=True):
+    """--archs, --hidden_size, --vocab_size, --num_layers, --dtype, --seed; with ``training``
+    also --batch_size and --seq_len (the training window, read by `config_from_flags`)."""
+    flags.DEFINE_list("archs", list(ARCHS), f"Cell types to benchmark, out of {', '.join(ARCHS)}.")
+    if training:
+        flags.DEFINE_integer("batch_size", 64, "B: parallel text streams per training step.")
+        flags.DEFINE_integer("seq_len", 100, "T: time steps per training window (BPTT length).")
+    flags.DEFINE_integer("hidden_size", 256, "H: hidden units per layer.")
+    flags.DEFINE_integer("vocab_size", 65, "V: vocabulary size (65 = tiny-shakespeare).")
+    flags.DEFINE_integer("num_layers", 1, "L: stacked recurrent layers.")
+    flags.DEFINE_enum("dtype", "float32", DTYPES, "Parameter and activation dtype.")
+    flags.DEFINE_integer("seed", 0, "Seed of the parameters and of the random token windows.")
+
+
+def define_timing_flags(*, warmup=3, steps=10, repeats=5):
+    flags.DEFINE_integer("warmup", warmup, "Untimed calls after the first (compiling) call.")
+    flags.DEFINE_integer("steps", steps, "Calls per timed block.")
+    flags.DEFINE_integer("repeats", repeats, "Timed blocks; results are the median over blocks.")
+
+
+def define_json_flag():
+    flags.DEFINE_string("json", None, "Write config, environment and all results to this file.")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """One benchmark shape: B, T, H, V, L and the dtype name."""
+
+    batch_size: int = 64
+    seq_len: int = 100
+    hidden_size: int = 256
+    vocab_size: int = 65
+    num_layers: int = 1
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        for field in ("batch_size", "seq_len", "hidden_size", "vocab_size", "num_layers"):
+            if getattr(self, field) <= 0:
+                raise ValueError(f"{field} must be positive, got {getattr(self, field)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+
+    @property
+    def chars_per_step(self):
+        return self.batch_size * self.seq_len
+
+    def jnp_dtype(self):
+        return resolve_dtype(self.dtype)
+
+
+def resolve_dtype(name):
+    """The jnp dtype called ``name``; float64 switches on jax_enable_x64 for this process."""
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, got {name!r}")
+    if name == "float64":
+        jax.config.update("jax_enable_x64", True)
+    return jnp.dtype(name)
+
+
+def config_from_flags(**overrides):
+    """The `ModelConfig` given by the model flags, with ``overrides`` applied."""
+    values = {f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(ModelConfig)}
+    return ModelConfig(**{**values, **overrides})
+
+
+def checked_archs(names):
+    for name in names:
+        get_cell(name)  # raises ConfigError with the valid names
+    return list(names)
+
+
+def checked_modes(names):
+    bad = [name for name in names if name not in BACKWARDS]
+    if bad:
+        raise ValueError(f"unknown mode(s) {bad}; choose from {', '.join(BACKWARDS)}")
+    return list(names)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model inputs and the benchmark training step
+# ---------------------------------------------------------------------------------------------
+def make_tokens(cfg, seed=0):
+    """Random ``(B, T)`` int32 inputs and targets (targets = inputs shifted by one)."""
+    rng = np.random.default_rng(seed)
+    seq = rng.integers(0, cfg.vocab_size, size=(cfg.batch_size, cfg.seq_len + 1), dtype=np.int32)
+    return jnp.asarray(seq[:, :-1]), jnp.asarray(seq[:, 1:])
+
+
+def make_params(arch, cfg, seed=0):
+    """`jaxrnn.init_params` in float32, cast to ``cfg.dtype`` (the orthogonal initialiser's QR
+    has no bfloat16 kernel on CPU; the values do not matter for timing)."""
+    dtype = cfg.jnp_dtype()
+    params = jaxrnn.init_params(jax.random.key(seed), arch, cfg.vocab_size, cfg.hidden_size,
+                                cfg.num_layers, dtype=jnp.float32)
+    return jax.tree.map(lambda leaf: leaf.astype(dtype), params)
+
+
+class BenchTrainStep(NamedTuple):
+    """``init(params) -> opt_state`` and the jitted
+    ``step(params, opt_state, inputs (B,T), targets (B,T)) -> (params, opt_state, loss)``."""
+
+    init: Callable
+    step: Callable
+
+
+def make_bench_train_step(arch, backward, *, learning_rate=2e-3, grad_clip=5.0, donate=True):
+    """The full training step that peers.py times, on jaxrnn's loss.
+
+    Forward over T from a zero state, mean cross-entropy over all B*T positions, backward
+    (``backward="manual"`` hand-written BPTT or ``"autodiff"``), global-norm clipping to
+    ``grad_clip`` (Pascanu et al. 2013) and Adam. ``donate`` lets XLA reuse the parameter and
+    optimiser buffers in place, as a training loop would.
+    """
+    optimizer = optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(learning_rate))
+    grad_fn = jax.value_and_grad(jaxrnn.loss_fn, has_aux=True)
+
+    def step(params, opt_state, inputs, targets):
+        (loss, _), grads = grad_fn(params, inputs, targets, None, arch=arch, backward=backward)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    return BenchTrainStep(optimizer.init, jax.jit(step, donate_argnums=(0, 1) if donate else ()))
+
+
+def train_step_runner(arch, backward, cfg, seed=0):
+    """A zero-argument callable running one training step on fixed tokens; returns the new params
+    and loss (block on them). It owns fresh parameters, so several runners can be interleaved."""
+    bench = make_bench_train_step(arch, backward)
+    params = make_params(arch, cfg, seed)
+    live = {"params": params, "opt": bench.init(params)}
+    inputs, targets = make_tokens(cfg, seed)
+
+    def run():
+        live["params"], live["opt"], loss = bench.step(live["params"], live["opt"], inputs, targets)
+        return live["params"], loss
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+# FLOPs of one training step
+# ---------------------------------------------------------------------------------------------
+def train_flops(arch, batch_size, seq_len, hidden_size, vocab_size, num_layers):
+    """Matmul FLOPs of one training step, split by GEMM shape class (2 FLOPs per multiply-add).
+
+    Per layer, with ``G = k*H`` (k = 1 rnn, 3 gru, 4 lstm) and ``N = B*T`` rows:
+
+    * ``step_fwd``: ``h_{t-1} @ W_h``, a ``(B, H) x (H, G)`` GEMM per step: ``2 N H G``.
+    * ``step_bwd``: ``dpre_t @ W_h^T``, a ``(B, G) x (G, H)`` GEMM per step: ``2 N H G``.
+    * ``window``: the ``(N, .)`` GEMMs over the whole window: ``dW_h = H_prev^T dPre`` (``2 N H G``)
+      and, for layers above the first, the input projection forward, ``dx`` and ``dW_x``
+      (``3 * 2 N H G``). Layer 0's input projection is a row gather of ``W_x``: 0 FLOPs (its
+      scatter-add gradient is not counted either).
+    * ``output``: logits ``(N, H) x (H, V)``, ``dW_hy`` and ``dh``: ``3 * 2 N H V``.
+
+    The total equals peers.py ``train_flops(...)["train_min"]`` (backward = 2x forward, so
+    3x the forward matmul FLOPs). ``train_dense`` is peers.py's count with the one-hot input
+    multiplied densely, kept for comparing with its figures. Element-wise work (gates, softmax,
+    Adam) is not counted.
+    """
+    g = get_cell(arch).num_gates * hidden_size
+    n = batch_size * seq_len
+    per = 2.0 * n * hidden_size * g
+    out = {"step_fwd": num_layers * per, "step_bwd": num_layers * per,
+           "window": num_layers * per + (num_layers - 1) * 3 * per,
+           "output": 3 * 2.0 * n * hidden_size * vocab_size}
+    out["train"] = sum(out.values())
+    out["train_dense"] = out["train"] + 3 * 2.0 * n * vocab_size * g
+    out["per_char"] = out["train"] / n
+    return out
+
+
+def cfg_flops(arch, cfg):
+    return train_flops(arch, cfg.batch_size, cfg.seq_len, cfg.hidden_size, cfg.vocab_size,
+                       cfg.num_layers)
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------------------
+def first_call_seconds(fn):
+    """Seconds of the first call of ``fn`` (trace + compile + one execution), blocked on."""
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - t0
+
+
+def cpu_ticks():
+    """(steal, total) jiffies from /proc/stat: steal = time the hypervisor ran someone else."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(t) for t in f.readline().split()[1:9]]
+        return v[7], sum(v)
+    except (OSError, IndexError, ValueError):
+        return 0, 0
+
+
+def time_interleaved(fns, *, warmup, steps, repeats):
+    """Per-call seconds of each block, for every zero-argument callable in ``fns`` (name -> fn).
+
+    Each fn is warmed up ``warmup`` times; then round r times one block of ``steps`` calls of every
+    fn, in the given order for even r and reversed for odd r. Returns ``({name: [s, ...]},
+    steal_pct)`` where ``steal_pct`` is the hypervisor steal over all timed blocks.
+    """
+    for fn in fns.values():
+        out = None
+        for _ in range(warmup):
+            out = fn()
+        jax.block_until_ready(out)
+    names = list(fns)
+    blocks = {name: [] for name in names}
+    steal0, total0 = cpu_ticks()
+    for r in range(repeats):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            fn = fns[name]
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                out = fn()
+            jax.block_until_ready(out)
+            blocks[name].append((time.perf_counter() - t0) / steps)
+    steal1, total1 = cpu_ticks()
+    return blocks, 100.0 * (steal1 - steal0) / max(1, total1 - total0)
+
+
+def time_blocks(fn, *, warmup, steps, repeats):
+    """`time_interleaved` for a single callable: the list of per-call seconds of each block."""
+    return time_interleaved({"fn": fn}, warmup=warmup, steps=steps, repeats=repeats)[0]["fn"]
+
+
+def summarize(seconds, work_per_call=None):
+    """Median and min..max of per-call seconds; with ``work_per_call`` also the rate (work/s)
+    at the median, the fastest and the slowest block."""
+    out = {"seconds_blocks": list(seconds), "seconds_median": statistics.median(seconds),
+           "seconds_min": min(seconds), "seconds_max": max(seconds)}
+    if work_per_call is not None:
+        out.update(rate_median=work_per_call / out["seconds_median"],
+                   rate_min=work_per_call / out["seconds_max"],
+                   rate_max=work_per_call / out["seconds_min"])
+    return out
+
+
+def fmt_spread(median, low, high, fmt="{:,.0f}"):
+    return f"{fmt.format(median)} ({fmt.format(low)}..{fmt.format(high)})"
+
+
+def print_table(header, rows):
+    """A markdown table: header is a list of column names, rows a list of lists of strings."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(str(cell) for cell in row) + " |")

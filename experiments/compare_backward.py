@@ -1,0 +1,35 @@
+"""Train the same model from the same seed with --backward=manual and =autodiff and compare the
+loss curves: ``python -m experiments.compare_backward --num_steps=200``.
+
+Accepts every flag of experiments.train (the preset's model, data and optimiser are used).
+"""
+from absl import app, flags
+
+from experiments import common
+
+common.define_config_flags()
+flags.DEFINE_integer("compare_steps", 200, "training steps to run in each mode")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    import numpy as np
+    from jaxrnn import data, diagnostics
+    config = common.config_from_flags()
+    common.enable_dtype(config.dtype)
+    corpus = data.load_corpus(config.data, config.split)
+    streams = data.make_streams(corpus.train, config.batch_size, config.seq_len,
+                                name="training split")
+    curves = diagnostics.training_curves(config, streams, len(corpus.vocab), FLAGS.compare_steps)
+    manual, autodiff = curves["manual"], curves["autodiff"]
+    relative = np.abs(manual - autodiff) / np.abs(autodiff)
+    print(f"{config.arch} H={config.hidden_size} L={config.num_layers} B={config.batch_size} "
+          f"T={config.seq_len} {config.dtype}, {FLAGS.compare_steps} steps, seed {config.seed}")
+    for step in sorted({1, 10, 50, 100, FLAGS.compare_steps} & set(range(1, len(manual) + 1))):
+        print(f"step {step:>5}: manual {manual[step - 1]:.6f}  autodiff {autodiff[step - 1]:.6f}"
+              f"  relative difference {relative[step - 1]:.2e}")
+    print(f"largest relative difference over all steps: {relative.max():.2e}")
+
+
+if __name__ == "__main__":
+    app.run(common.run_main(main))

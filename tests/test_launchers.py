@@ -1,0 +1,97 @@
+"""The launchers end a user mistake with one line on stderr and exit status 2, no traceback."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(module, *flags, env=None):
+    return subprocess.run([sys.executable, "-m", module, *flags], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **(env or {})})
+
+
+def _assert_one_line_error(result, fragment):
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and fragment in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("corpus")
+    good = folder / "good.txt"
+    good.write_text("".join(f"line {i}: all the world's a stage.\n" for i in range(200)),
+                    encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("flags,fragment", [
+    (["--hidden_size=0"], "--hidden_size must be a positive integer"),
+    (["--arch=transformer"], "unknown arch"),
+    (["--arch=rnn", "--activation=swish"], "unknown activation"),
+    (["--optimizer=lion"], "unknown optimizer"),
+    (["--split=0.9,0.1"], "--split must be three positive fractions"),
+    (["stray"], "unexpected arguments"),
+])
+def test_train_rejects_bad_flags(flags, fragment):
+    _assert_one_line_error(_run("experiments.train", *flags), fragment)
+
+
+def test_train_rejects_bad_corpora(corpus):
+    empty = corpus / "empty.txt"
+    empty.write_bytes(b"")
+    latin = corpus / "latin1.txt"
+    latin.write_bytes("caf\u00e9 au lait".encode("latin-1"))
+    short = corpus / "short.txt"
+    short.write_text("too short", encoding="utf-8")
+    _assert_one_line_error(_run("experiments.train", f"--data={empty}"), "is empty")
+    _assert_one_line_error(_run("experiments.train", f"--data={latin}"), "byte offset 3")
+    _assert_one_line_error(_run("experiments.train", f"--data={short}"), "needs at least")
+    _assert_one_line_error(_run("experiments.train", f"--data={corpus / 'missing.txt'}"),
+                           "does not exist")
+
+
+def test_train_sample_evaluate_end_to_end(corpus, tmp_path):
+    output = tmp_path / "run"
+    flags = [f"--data={corpus / 'good.txt'}", "--hidden_size=16", "--batch_size=4",
+             "--seq_len=16", "--num_steps=4", "--steps_per_call=2", "--eval_every=2",
+             "--log_every=2", "--sample_length=20", f"--output_dir={output}"]
+    trained = _run("experiments.train", *flags)
+    assert trained.returncode == 0, trained.stderr
+    assert "test loss" in trained.stdout and "bpc" in trained.stdout
+    checkpoint = str(output / "checkpoint")
+    sampled = _run("experiments.sample", f"--checkpoint={checkpoint}", "--prime=line",
+                   "--length=30", "--temperature=0.8", "--top_p=0.9", "--num_samples=2")
+    assert sampled.returncode == 0, sampled.stderr
+    assert sampled.stdout.count("line") >= 2
+    evaluated = _run("experiments.evaluate", f"--checkpoint={checkpoint}", "--split=val")
+    assert evaluated.returncode == 0 and "bits/char" in evaluated.stdout, evaluated.stderr
+
+    _assert_one_line_error(_run("experiments.sample", f"--checkpoint={checkpoint}",
+                                "--prime=\u00e9t\u00e9"), "not in the vocabulary")
+    for flag, fragment in (("--temperature=0", "temperature must be > 0"),
+                           ("--top_p=1.5", "top_p must be in (0, 1]"),
+                           ("--top_k=-1", "top_k must be")):
+        _assert_one_line_error(_run("experiments.sample", f"--checkpoint={checkpoint}", flag),
+                               fragment)
+    _assert_one_line_error(_run("experiments.train", *flags, "--resume", "--hidden_size=32"),
+                           "hidden_size=16 but flags ask for 32")
+
+    # A truncated arrays file: every reader refuses it with one line, and nothing is overwritten.
+    arrays = [name for name in os.listdir(checkpoint) if name.endswith(".npz")]
+    path = os.path.join(checkpoint, arrays[0])
+    with open(path, "r+b") as handle:
+        handle.truncate(os.path.getsize(path) // 2)
+    _assert_one_line_error(_run("experiments.sample", f"--checkpoint={checkpoint}"), "")
+    _assert_one_line_error(_run("experiments.evaluate", f"--checkpoint={checkpoint}"), "")
+    _assert_one_line_error(_run("experiments.train", *flags, "--resume"), "")
+    _assert_one_line_error(_run("experiments.sample", f"--checkpoint={tmp_path / 'nothing'}"),
+                           "no checkpoint at")
+
+
+def test_gradcheck_rejects_unknown_arch():
+    _assert_one_line_error(_run("experiments.gradcheck", "--arch=transformer"), "unknown --arch")
