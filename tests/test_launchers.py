@@ -47,10 +47,13 @@ def test_train_rejects_bad_corpora(corpus):
     latin = corpus / "latin1.txt"
     latin.write_bytes("caf\u00e9 au lait".encode("latin-1"))
     short = corpus / "short.txt"
-    short.write_text("too short", encoding="utf-8")
+    short.write_text("shorter than one window of 64 x 100 characters. " * 40, encoding="utf-8")
     _assert_one_line_error(_run("experiments.train", f"--data={empty}"), "is empty")
     _assert_one_line_error(_run("experiments.train", f"--data={latin}"), "byte offset 3")
     _assert_one_line_error(_run("experiments.train", f"--data={short}"), "needs at least")
+    tiny = corpus / "tiny.txt"
+    tiny.write_text("too short", encoding="utf-8")
+    _assert_one_line_error(_run("experiments.train", f"--data={tiny}"), "too short to split")
     _assert_one_line_error(_run("experiments.train", f"--data={corpus / 'missing.txt'}"),
                            "does not exist")
 
