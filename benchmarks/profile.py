@@ -46,10 +46,15 @@ def _pieces(arch, config):
                                         backward=backward)[0]
 
     def gemm_scan(weight, xs):
+        """T dependent (B, in) x (in, out) GEMMs, out folded back to the carry's width."""
+        width_in, width_out = weight.shape
+
         def step(h, x_t):
             out = h @ weight
-            return out[:, :h.shape[1]] * 1e-3 + x_t[:, :h.shape[1]], None
-        return jax.lax.scan(step, jnp.zeros((B, weight.shape[0])), xs)[0]
+            out = out[:, :width_in] if width_out >= width_in else jnp.tile(
+                out, (1, width_in // width_out))
+            return out * 1e-3 + x_t[:, :width_in], None
+        return jax.lax.scan(step, jnp.zeros((B, width_in)), xs)[0]
 
     def trivial_scan(xs):
         return jax.lax.scan(lambda h, x_t: (h + x_t[:, :H], None), jnp.zeros((B, H)), xs)[0]
@@ -66,7 +71,7 @@ def _pieces(arch, config):
         "forward GEMM-only scan": (gemm_scan, (W_h, xproj)),
         "backward (sweep + dW_h)": (lambda l, hs, r, dh: cell.backward(
             l, state[0], hs, r, dh, d_carry), (layer, hiddens, residuals, d_hiddens)),
-        "backward GEMM-only sweep": (gemm_scan, (W_h.T, jnp.zeros((T, B, H)))),
+        "backward GEMM-only sweep": (gemm_scan, (W_h.T, xproj)),
         "dW_h GEMM": (lambda hs, d: jnp.tensordot(hs, d, ((0, 1), (0, 1))), (hiddens, xproj)),
         "dW_x scatter-add": (lambda d, i: jnp.zeros((V, G)).at[i].add(d), (xproj, inputs.T)),
         "output layer fwd+bwd": (head, (params, hiddens)),
