@@ -27,6 +27,9 @@ CONFIG_HELP = {
     "seq_len": "truncated-BPTT window length in characters (T)",
     "random_offsets": "at each epoch shift every stream by a random 0..T-1 characters, so the "
                       "windows (and the zero state of the epoch start) fall at new places",
+    "state_reset_probability": "probability that a stream's carried state is zeroed before a "
+                               "window, so the model learns to start from a zero state anywhere "
+                               "(as sampling and evaluation do)",
     "num_steps": "optimiser steps in total (a resumed run continues up to this)",
     "steps_per_call": "train steps fused into one compiled call (lax.scan over steps)",
     "optimizer": "adam, adamw, rmsprop, adagrad or sgd (with --momentum)",

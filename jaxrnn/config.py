@@ -36,6 +36,7 @@ class Config:
     batch_size: int = 64
     seq_len: int = 100
     random_offsets: bool = True         # shift the windows by a random 0..T-1 chars each epoch
+    state_reset_probability: float = 0.05  # per stream and window: start from a zero state
     # optimisation
     num_steps: int = 2500
     steps_per_call: int = 25            # train steps fused into one compiled call (lax.scan)
@@ -63,12 +64,12 @@ class Config:
 
 
 PRESETS = {
-    # The main job: ~10 minutes on a 2-core CPU (see BUILD_NOTES.md for the measured run).
+    # The main job: 10-12 minutes on a 2-core CPU (BUILD_NOTES.md has the measured run).
     "default": {},
     # A first look in well under a minute.
-    "quick": dict(hidden_size=128, num_steps=150, batch_size=32, seq_len=50, eval_every=75,
-                  log_every=25, steps_per_call=25, warmup_steps=10, output_dir="runs/quick",
-                  sample_length=120),
+    "quick": dict(hidden_size=128, num_steps=300, batch_size=32, seq_len=50, eval_every=150,
+                  log_every=50, steps_per_call=25, warmup_steps=10, learning_rate=5e-3,
+                  dropout=0.0, output_dir="runs/quick", sample_length=120),
 }
 
 # Fields that must match between a checkpoint and the flags of a run that resumes from it.
@@ -126,6 +127,8 @@ def validate(config: Config) -> Config:
     for name in ("learning_rate", "clip_norm", "sample_temperature"):
         value = getattr(config, name)
         _require(math.isfinite(value) and value > 0, f"--{name} must be > 0, got {value}")
+    _require(0.0 <= config.state_reset_probability <= 1.0, "--state_reset_probability must be "
+             f"in [0, 1], got {config.state_reset_probability}")
     _require(0.0 <= config.dropout < 1.0, f"--dropout must be in [0, 1), got {config.dropout}")
     _require(0.0 < config.final_lr_fraction <= 1.0,
              f"--final_lr_fraction must be in (0, 1], got {config.final_lr_fraction}")

@@ -125,14 +125,20 @@ def make_train_step(config, num_windows):
 
     def train_step(train_state, streams):
         params, opt_state, model_state, step, window, epoch, key = train_state
-        new_epoch = window == 0
-        model_state = jax.tree.map(lambda carry: jnp.where(new_epoch, 0, carry), model_state)
+        key, dropout_key = jax.random.split(key)
+        # Zero the carried state at each epoch start and, with state_reset_probability, that of
+        # each stream before a window, so the model also learns to start from zeros mid-text.
+        reset = window == 0
+        if config.state_reset_probability > 0:
+            reset = reset | jax.random.bernoulli(jax.random.fold_in(dropout_key, 1),
+                                                 config.state_reset_probability,
+                                                 (config.batch_size, 1))
+        model_state = jax.tree.map(lambda carry: jnp.where(reset, 0, carry), model_state)
         offset = 0
         if config.random_offsets:
             offset = jax.random.randint(jax.random.fold_in(offset_key, epoch), (), 0,
                                         config.seq_len)
         inputs, targets = data.get_window_jax(streams, window, config.seq_len, offset)
-        key, dropout_key = jax.random.split(key)
         (loss, final_state), grads = value_and_grad(params, inputs, targets, model_state,
                                                     dropout_key=dropout_key)
         grad_norm = optax.tree.norm(grads)
