@@ -38,7 +38,7 @@ class Config:
     random_offsets: bool = True         # shift the windows by a random 0..T-1 chars each epoch
     state_reset_probability: float = 0.05  # per stream and window: start from a zero state
     # optimisation
-    num_steps: int = 2500
+    num_steps: int = 2200
     steps_per_call: int = 25            # train steps fused into one compiled call (lax.scan)
     optimizer: str = "adam"
     learning_rate: float = 3e-3

@@ -15,7 +15,8 @@ def _config(tmp_path, text, **overrides):
         corpus.write_text(text, encoding="utf-8")
     values = dict(data=str(corpus), hidden_size=16, batch_size=4, seq_len=8, num_steps=6,
                   steps_per_call=3, eval_every=3, log_every=3, eval_batch_size=2,
-                  sample_length=10, warmup_steps=2, output_dir=str(tmp_path / "run"))
+                  sample_length=10, warmup_steps=2, dropout=0.0,
+                  output_dir=str(tmp_path / "run"))
     values.update(overrides)
     return config_lib.make_config(**values)
 
@@ -158,3 +159,25 @@ def test_multi_seed_chunk_equals_separate_runs(tmp_path, small_text):
         for got, want in zip(jax.tree.leaves(states.params), jax.tree.leaves(alone.params)):
             np.testing.assert_allclose(got[index], want, rtol=1e-4, atol=1e-6)
     assert not np.allclose(metrics["loss"][0], metrics["loss"][1])
+
+
+def test_state_reset_probability_one_starts_every_window_from_zeros(tmp_path, small_text):
+    """With probability 1 the carried state never reaches the next window."""
+    config = _config(tmp_path, small_text, state_reset_probability=1.0, random_offsets=False)
+    ids = data.encode(data.build_vocab(small_text), small_text)
+    streams = data.make_streams(ids, config.batch_size, config.seq_len)
+    num_windows = data.num_windows(streams, config.seq_len)
+    step = jax.jit(train.make_train_step(config, num_windows))
+    state = train.init_train_state(config, len(set(small_text)))
+    state, _ = step(state, streams)
+    params_before = state.params
+    _, metrics = step(state, streams)
+    inputs, targets = data.get_window(streams, 1, config.seq_len)
+    from jaxrnn import model
+    expected, _ = model.loss_fn(params_before, inputs, targets, None, arch=config.arch)
+    np.testing.assert_allclose(metrics["loss"], expected, rtol=1e-5)
+    carried = _config(tmp_path, small_text, state_reset_probability=0.0, random_offsets=False)
+    step = jax.jit(train.make_train_step(carried, num_windows))
+    state, _ = step(train.init_train_state(carried, len(set(small_text))), streams)
+    _, metrics = step(state, streams)
+    assert abs(float(metrics["loss"]) - float(expected)) > 1e-4
