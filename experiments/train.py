@@ -1,6 +1,6 @@
 """Train a character language model: ``python -m experiments.train [--preset=quick] [--flags]``.
 
-With no flags: an LSTM on Tiny Shakespeare, 10-12 minutes on a 2-core CPU, printing samples as
+With no flags: an LSTM on Tiny Shakespeare, about 10 minutes on a 2-core CPU, printing samples as
 it learns and finishing with the test-split bits per character and the checkpoint's location.
 """
 from absl import app

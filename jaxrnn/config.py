@@ -64,7 +64,7 @@ class Config:
 
 
 PRESETS = {
-    # The main job: 10-12 minutes on a 2-core CPU (BUILD_NOTES.md has the measured run).
+    # The main job: about 10 minutes on a 2-core CPU (BUILD_NOTES.md has the measured run).
     "default": {},
     # A first look in well under a minute.
     "quick": dict(hidden_size=128, num_steps=300, batch_size=32, seq_len=50, eval_every=150,
