@@ -132,8 +132,12 @@ def test_temperature_divides_the_logits():
 def test_filter_logits_under_jit_matches_eager():
     logits = random_logits(5)
     options = dict(temperature=0.7, top_k=5, top_p=0.8)
-    jitted = jax.jit(functools.partial(sample.filter_logits, **options))
-    np.testing.assert_array_equal(jitted(logits), sample.filter_logits(logits, **options))
+    jitted = jax.jit(functools.partial(sample.filter_logits, **options))(logits)
+    eager = sample.filter_logits(logits, **options)
+    # The same tokens survive; the kept values may differ by an ulp (XLA may turn x / t into
+    # x * (1 / t) under jit, as jax 0.6 on Python 3.10 does).
+    np.testing.assert_array_equal(np.isfinite(jitted), np.isfinite(eager))
+    np.testing.assert_allclose(jitted, eager, rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------
