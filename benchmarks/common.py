@@ -22,7 +22,7 @@ from absl import flags
 
 import jaxrnn
 from jaxrnn.cells import ARCHS, get_cell
-from jaxrnn.model import BACKWARDS
+from jaxrnn.unroll import BACKWARDS
 
 DTYPES = ("float32", "bfloat16", "float64")
 FLAGS = flags.FLAGS

@@ -32,7 +32,7 @@ from absl import app, flags
 import jaxrnn
 from benchmarks import common, sysinfo
 from jaxrnn.diagnostics import residual_bytes
-from jaxrnn.model import BACKWARDS
+from jaxrnn.unroll import BACKWARDS
 
 FLAGS = flags.FLAGS
 RESULT_TAG = "@@MEMORY_RESULT@@ "

@@ -24,7 +24,7 @@ import statistics
 from absl import app, flags
 
 from benchmarks import common, roofline, sysinfo
-from jaxrnn.model import BACKWARDS
+from jaxrnn.unroll import BACKWARDS
 
 FLAGS = flags.FLAGS
 CONFIGS = {"default": {}, "big": {"hidden_size": 512, "num_layers": 2}}

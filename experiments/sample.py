@@ -22,11 +22,10 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     import jax
-    from jaxrnn import loop, sample
+    from jaxrnn import loop, sample, train
     params, config, vocab, _ = loop.load_model(FLAGS.checkpoint)
     texts = sample.sample_text(
-        params, arch=config.arch, activation=config.activation if config.arch == "rnn" else None,
-        vocab=vocab, key=jax.random.key(FLAGS.seed), prime=FLAGS.prime, length=FLAGS.length,
+        params, arch=config.arch, **train.cell_options(config), vocab=vocab, key=jax.random.key(FLAGS.seed), prime=FLAGS.prime, length=FLAGS.length,
         num_samples=FLAGS.num_samples, temperature=FLAGS.temperature, top_k=FLAGS.top_k,
         top_p=FLAGS.top_p, greedy=FLAGS.greedy)
     for index, text in enumerate(texts):

@@ -10,10 +10,10 @@ from typing import Tuple
 
 from jaxrnn.cells import ACTIVATIONS, ARCHS, RECURRENT_INITS
 from jaxrnn.errors import ConfigError
+from jaxrnn.unroll import BACKWARDS
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "adagrad", "sgd")
 SCHEDULES = ("constant", "cosine", "exponential")
-BACKWARDS = ("manual", "autodiff")
 DTYPES = ("float32", "float64")
 
 

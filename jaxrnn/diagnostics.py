@@ -25,10 +25,6 @@ def residual_bytes(fn, *primals):
     return sum(int(leaf.nbytes) for leaf in unique.values())
 
 
-def _tree_max_abs(tree):
-    return max(float(jnp.max(jnp.abs(leaf))) for leaf in jax.tree.leaves(tree))
-
-
 def _tree_vdot(tree_a, tree_b):
     return sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(tree_a), jax.tree.leaves(tree_b)))
 
@@ -110,7 +106,6 @@ def gradient_check(*, arch, activation=None, vocab_size=11, hidden_size=32, seq_
         "seconds_autodiff": _median_seconds(grad_fns["autodiff"], params, state, repeats=repeats),
         "residual_bytes_manual": residual_bytes(loss("manual"), params, state),
         "residual_bytes_autodiff": residual_bytes(loss("autodiff"), params, state),
-        "grad_scale": _tree_max_abs(grads["autodiff"]),
     }
 
 

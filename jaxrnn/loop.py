@@ -47,18 +47,22 @@ def _resume(config, vocab, directory):
         raise CheckpointError("checkpoint used --batch_size/--seq_len "
                               f"{saved['batch_size']}/{saved['seq_len']}; resume with the same "
                               "values so the data position stays valid")
-    template = jax.eval_shape(lambda: train_lib.init_train_state(config, len(vocab)))
+    return _load_train_state(config, len(vocab), directory), metadata
+
+
+def _load_train_state(config, vocab_size, directory):
+    """The `TrainState` saved in ``directory``, rebuilt in the structure ``config`` implies."""
+    template = jax.eval_shape(lambda: train_lib.init_train_state(config, vocab_size))
     train_state, _ = checkpoint.load_checkpoint(directory, like=template)
-    return jax.device_put(train_state), metadata
+    return jax.device_put(train_state)
 
 
 def load_model(directory):
     """``(params, config, vocab, metadata)`` from a checkpoint, for evaluation and sampling."""
     metadata = checkpoint.read_metadata(directory)
     config = config_lib.from_dict(metadata["config"])
-    template = jax.eval_shape(lambda: train_lib.init_train_state(config, len(metadata["vocab"])))
-    train_state, _ = checkpoint.load_checkpoint(directory, like=template)
-    return jax.device_put(train_state.params), config, metadata["vocab"], metadata
+    train_state = _load_train_state(config, len(metadata["vocab"]), directory)
+    return train_state.params, config, metadata["vocab"], metadata
 
 
 def eval_streams(config, ids, name):
@@ -126,13 +130,15 @@ def train(config, *, log=print, stop_at_step=None):
         metrics = jax.device_get(metrics)
         train_seconds += time.perf_counter() - tick
         steps_timed += length
-        if not np.all(np.isfinite(metrics["loss"])):
-            bad = step + int(np.argmin(np.isfinite(metrics["loss"]))) + 1
+        finite = np.isfinite(metrics["loss"])
+        if not finite.all():
+            first_bad = int(np.argmin(finite))
             kept = (f"the last good checkpoint is kept in {checkpoint_dir}"
-                    if (checkpoint_dir / checkpoint.META_FILE).exists() else "no checkpoint was saved yet")
+                    if (checkpoint_dir / checkpoint.META_FILE).exists()
+                    else "no checkpoint was saved yet")
             raise TrainingDivergedError(
-                f"loss became {metrics['loss'][np.isfinite(metrics['loss']) == 0][0]} at step "
-                f"{bad}; {kept}; lower --learning_rate or --clip_norm")
+                f"loss became {metrics['loss'][first_bad]} at step {step + first_bad + 1}; "
+                f"{kept}; lower --learning_rate or --clip_norm")
         train_state, step = new_state, step + length
         pending.append(metrics)
         if step % config.log_every == 0 or step == config.num_steps:
@@ -162,7 +168,7 @@ def train(config, *, log=print, stop_at_step=None):
             text = sample.sample_text(train_state.params, arch=config.arch, vocab=corpus.vocab,
                                       key=jax.random.key(step), length=config.sample_length,
                                       temperature=config.sample_temperature,
-                                      **train_lib._cell_options(config))[0]
+                                      **train_lib.cell_options(config))[0]
             log("  sample: " + text.replace("\n", "\n          "))
             checkpoint.save_checkpoint(checkpoint_dir, state_pytree=train_state,
                                        metadata=checkpoint_metadata(config, corpus.vocab,
@@ -171,7 +177,8 @@ def train(config, *, log=print, stop_at_step=None):
                 return {"train_state": train_state, "best_val_loss": best_val_loss,
                         "checkpoint": str(checkpoint_dir)}
 
-    test = train_lib.loss_report(evaluate_split(config, train_state.params, corpus.test, "test"))
+    test = train_lib.loss_report(evaluate(train_state.params,
+                                          eval_streams(config, corpus.test, "test")))
     _append_jsonl(metrics_path, {"kind": "test", "step": step, **test})
     total = time.perf_counter() - start
     log(f"test loss {test['loss']:.4f} nats/char = {test['bpc']:.3f} bpc, perplexity "

@@ -17,9 +17,7 @@ import jax.numpy as jnp
 
 from jaxrnn.cells import get_cell, project_inputs
 from jaxrnn.errors import ConfigError
-from jaxrnn.unroll import reference_unroll, stack_backward, stack_forward
-
-BACKWARDS = ("manual", "autodiff")
+from jaxrnn.unroll import BACKWARDS, reference_unroll, stack_backward, stack_forward
 
 
 def _check_sizes(vocab_size, hidden_size, num_layers):

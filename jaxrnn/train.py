@@ -31,7 +31,8 @@ from jaxrnn.types import TrainState
 LN2 = math.log(2.0)
 
 
-def _cell_options(config):
+def cell_options(config):
+    """The cell keyword arguments of ``config``: the activation for arch=rnn, none otherwise."""
     return {"activation": config.activation if config.arch == "rnn" else None}
 
 
@@ -90,7 +91,7 @@ def init_train_state(config, vocab_size, key=None):
     init_key, dropout_key = jax.random.split(key)
     params = model.init_params(init_key, config.arch, vocab_size, config.hidden_size,
                                config.num_layers, dtype=dtype_of(config),
-                               recurrent_init=config.recurrent_init, **_cell_options(config))
+                               recurrent_init=config.recurrent_init, **cell_options(config))
     counters = [jnp.zeros((), jnp.int32) for _ in range(3)]  # distinct buffers: they are donated
     return TrainState(params, make_optimizer(config).init(params),
                       zero_model_state(config, config.batch_size), *counters, dropout_key)
@@ -121,7 +122,7 @@ def make_train_step(config, num_windows):
     offset_key = jax.random.key(config.seed + 1)
     value_and_grad = jax.value_and_grad(
         functools.partial(model.loss_fn, arch=config.arch, backward=config.backward,
-                          dropout=config.dropout, **_cell_options(config)), has_aux=True)
+                          dropout=config.dropout, **cell_options(config)), has_aux=True)
 
     def train_step(train_state, streams):
         params, opt_state, model_state, step, window, epoch, key = train_state
@@ -196,7 +197,7 @@ def make_evaluate(config):
         def window_loss(state, index):
             inputs, targets = data.get_window_jax(streams, index, config.seq_len)
             log_probs, state = model.forward_log_probs(params, inputs, state, arch=config.arch,
-                                                       **_cell_options(config))
+                                                       **cell_options(config))
             nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1).mean()
             return state, nll
 

@@ -27,7 +27,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn.cells import get_cell, make_step, project_inputs
+from jaxrnn.errors import ConfigError
 from jaxrnn.types import LayerResiduals
+
+BACKWARDS = ("manual", "autodiff")
 
 
 def _is_ids(inputs):
@@ -179,4 +182,4 @@ def unroll(layers, xs, state=None, *, arch, backward="manual", activation=None):
         return _manual_unroll(arch, activation, list(layers), xs, tuple(state))
     if backward == "autodiff":
         return reference_unroll(cell, layers, xs, tuple(state))
-    raise ValueError(f"backward must be 'manual' or 'autodiff', got {backward!r}")
+    raise ConfigError(f"backward must be one of {', '.join(BACKWARDS)}, got {backward!r}")
