@@ -49,13 +49,15 @@ class LSTMResiduals(NamedTuple):
 
 
 class GRUResiduals(NamedTuple):
-    """What the GRU forward saves per step: ``gates: (T, B, 4H)`` packed ``[r, z, n, hn]``.
+    """What the GRU forward saves per step.
 
-    ``r, z`` are the reset and update gates, ``n`` the candidate, and ``hn = h_{t-1} @ W_hn + b_hn``
-    the recurrent part of the candidate's pre-activation (needed for ``d r``).
+    gates: (T, B, 3H) packed ``[r, z, n]``: the reset and update gates and the candidate.
+    hn: (T, B, H) ``h_{t-1} @ W_hn + b_hn``, the recurrent part of the candidate's
+        pre-activation (needed for ``d r``).
     """
 
     gates: Array
+    hn: Array
 
 
 class RNNResiduals(NamedTuple):

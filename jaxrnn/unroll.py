@@ -68,8 +68,7 @@ def reference_unroll(cell, layers, inputs, state, masks=None):
 def layer_forward(cell, params, inputs, carry0):
     """One layer, input projection hoisted: ``(carry_T, hiddens (T, B, H), LayerResiduals)``."""
     xproj = project_inputs(cell, params, inputs)                     # (T, B, G)
-    carry_T, (hiddens, cell_residuals) = jax.lax.scan(
-        functools.partial(cell.forward_step, params), carry0, xproj)
+    carry_T, hiddens, cell_residuals = cell.forward(params, carry0, xproj)
     return carry_T, hiddens, LayerResiduals(inputs, carry0, hiddens, cell_residuals)
 
 
