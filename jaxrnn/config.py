@@ -34,11 +34,11 @@ class Config:
     data: str = "tinyshakespeare"       # the default corpus, or a path to any UTF-8 text file
     split: Tuple[float, float, float] = (0.9, 0.05, 0.05)
     batch_size: int = 64
-    seq_len: int = 100
+    seq_len: int = 50
     random_offsets: bool = True         # shift the windows by a random 0..T-1 chars each epoch
     state_reset_probability: float = 0.05  # per stream and window: start from a zero state
     # optimisation
-    num_steps: int = 2200
+    num_steps: int = 4400
     steps_per_call: int = 25            # train steps fused into one compiled call (lax.scan)
     optimizer: str = "adam"
     learning_rate: float = 3e-3
@@ -51,7 +51,7 @@ class Config:
     clip_norm: float = 5.0
     seed: int = 0
     # evaluation, sampling, output
-    eval_every: int = 500
+    eval_every: int = 1100
     eval_batch_size: int = 1
     sample_length: int = 200
     sample_temperature: float = 0.8
