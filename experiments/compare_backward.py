@@ -14,14 +14,15 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     import numpy as np
-    from jaxrnn import data, diagnostics
+    from jaxrnn import data, diagnostics, loop
     config = common.config_from_flags()
     common.enable_dtype(config.dtype)
     corpus = data.load_corpus(config.data, config.split)
     streams = data.make_streams(corpus.train, config.batch_size, config.seq_len,
                                 name="training split")
-    curves = diagnostics.training_curves(config, streams, len(corpus.vocab), FLAGS.compare_steps)
-    manual, autodiff = curves["manual"], curves["autodiff"]
+    results = diagnostics.train_both_modes(config, streams, len(corpus.vocab),
+                                           FLAGS.compare_steps)
+    (manual, manual_params), (autodiff, autodiff_params) = results["manual"], results["autodiff"]
     relative = np.abs(manual - autodiff) / np.abs(autodiff)
     print(f"{config.arch} H={config.hidden_size} L={config.num_layers} B={config.batch_size} "
           f"T={config.seq_len} {config.dtype}, {FLAGS.compare_steps} steps, seed {config.seed}")
@@ -29,6 +30,13 @@ def main(argv):
         print(f"step {step:>5}: manual {manual[step - 1]:.6f}  autodiff {autodiff[step - 1]:.6f}"
               f"  relative difference {relative[step - 1]:.2e}")
     print(f"largest relative difference over all steps: {relative.max():.2e}")
+    # One training batch's loss is a noisy read-out of the model; the validation loss of the
+    # two trained models is the smoother one.
+    val = {name: float(loop.evaluate_split(config, params, corpus.val, "validation"))
+           for name, params in (("manual", manual_params), ("autodiff", autodiff_params))}
+    print(f"validation loss after {FLAGS.compare_steps} steps: manual {val['manual']:.6f}  "
+          f"autodiff {val['autodiff']:.6f}  relative difference "
+          f"{abs(val['manual'] - val['autodiff']) / val['autodiff']:.2e}")
 
 
 if __name__ == "__main__":

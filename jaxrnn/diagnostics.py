@@ -115,12 +115,18 @@ def training_curves(config, streams, vocab_size, num_steps):
     Returns ``{"manual": (num_steps,), "autodiff": (num_steps,)}``: the curve of ``config`` run
     once with each ``backward``; everything else (seed, windows, optimiser) is identical.
     """
+    return {backward: curve for backward, (curve, _) in
+            train_both_modes(config, streams, vocab_size, num_steps).items()}
+
+
+def train_both_modes(config, streams, vocab_size, num_steps):
+    """`training_curves` plus the trained parameters: ``{backward: (curve, params)}``."""
     from jaxrnn import data, train  # train imports model; keep this module importable alone
     num_windows = data.num_windows(streams, config.seq_len)
-    curves = {}
+    results = {}
     for backward in ("manual", "autodiff"):
         mode_config = dataclasses.replace(config, backward=backward)
         chunk = train.make_train_chunk(mode_config, num_windows, num_steps)
-        _, metrics = chunk(train.init_train_state(mode_config, vocab_size), streams)
-        curves[backward] = np.asarray(metrics["loss"])
-    return curves
+        state, metrics = chunk(train.init_train_state(mode_config, vocab_size), streams)
+        results[backward] = (np.asarray(metrics["loss"]), state.params)
+    return results
