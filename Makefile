@@ -1,5 +1,5 @@
 # Two commands do everything (each creates .venv with the pinned dependencies when missing):
-#   make train    set up, then train the default LSTM on Tiny Shakespeare (about 10 min on 2 CPU cores)
+#   make train    set up, then train the default LSTM on Tiny Shakespeare (about 8-10 min on 2 CPU cores)
 #   make test     set up, then run the test suite
 # Extra flags: make train ARGS="--preset=quick"   make test ARGS="-k gradients"
 PYTHON ?= python3
