@@ -187,3 +187,88 @@ def train(config, *, log=print, stop_at_step=None):
             "checkpoint": str(checkpoint_dir), "train_state": train_state,
             "chars_per_second": steps_timed * config.batch_size * config.seq_len
             / max(train_seconds, 1e-9)}
+
+
+def sweep(config, seeds, learning_rates=None, *, log=print):
+    """Train every (learning rate, seed) pair of the grid as one ``jit(vmap)`` program.
+
+    All runs share ``config`` except the seed (initialisation, dropout, state resets) and the peak
+    learning rate (a per-run multiplier of the schedule, `jaxrnn.train.make_multi_seed_chunk`),
+    and read the same windows. Validation loss of every run is reported every ``eval_every``
+    steps and the test loss at the end; a run whose loss stops being finite is reported as
+    diverged while the others go on. Records go to ``<output_dir>/sweep.jsonl``; no checkpoints.
+
+    Returns a list with one dict per run: seed, learning_rate, train_loss (mean of the last
+    ``log_every`` steps), val and test (`jaxrnn.train.loss_report`), diverged_at_step (or None).
+    """
+    learning_rates = [config.learning_rate] if not learning_rates else list(learning_rates)
+    runs = [(seed, rate) for rate in learning_rates for seed in seeds]
+    corpus = data.load_corpus(config.data, config.split)
+    streams = jax.device_put(data.make_streams(corpus.train, config.batch_size, config.seq_len,
+                                               name="training split"))
+    num_windows = data.num_windows(streams, config.seq_len)
+    output_dir = pathlib.Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    records_path = output_dir / "sweep.jsonl"
+    train_states = train_lib.init_train_states(config, len(corpus.vocab),
+                                               [seed for seed, _ in runs])
+    scales = np.asarray([rate / config.learning_rate for _, rate in runs],
+                        np.dtype(config.dtype))
+    evaluate = jax.jit(jax.vmap(train_lib.make_evaluate(config), in_axes=(0, None)))
+    val_streams = eval_streams(config, corpus.val, "validation")
+    log(f"sweep of {len(runs)} runs ({len(learning_rates)} learning rates x {len(seeds)} seeds) "
+        f"as one program: {config.arch} H={config.hidden_size} L={config.num_layers}, "
+        f"{config.num_steps} steps of {config.batch_size}x{config.seq_len}")
+
+    chunks, step, start, train_seconds = {}, 0, time.perf_counter(), 0.0
+    diverged_at = [None] * len(runs)
+    recent = np.zeros((len(runs), 0))                      # (S, up to log_every) last losses
+    while step < config.num_steps:
+        boundary = min(config.num_steps, (step // config.eval_every + 1) * config.eval_every)
+        length = min(config.steps_per_call, boundary - step)
+        if length not in chunks:
+            chunks[length], seconds = _compile(
+                train_lib.make_multi_seed_chunk(config, num_windows, length), train_states,
+                streams, scales)
+            log(f"compiled a {length}-step chunk of {len(runs)} runs in {seconds:.1f}s")
+        tick = time.perf_counter()
+        train_states, metrics = chunks[length](train_states, streams, scales)
+        losses = np.asarray(jax.device_get(metrics["loss"]))             # (S, length)
+        train_seconds += time.perf_counter() - tick
+        for index, run_losses in enumerate(losses):
+            bad = ~np.isfinite(run_losses)
+            if diverged_at[index] is None and bad.any():
+                diverged_at[index] = step + int(np.argmax(bad)) + 1
+                log(f"  run seed={runs[index][0]} lr={runs[index][1]:g} diverged at step "
+                    f"{diverged_at[index]} (loss {run_losses[bad][0]}); the others go on")
+        step += length
+        recent = np.concatenate([recent, losses], axis=1)[:, -config.log_every:]
+        if step % config.log_every == 0 or step == config.num_steps:
+            mean = recent.mean(axis=1)
+            finite = mean[np.isfinite(mean)]
+            chars = step * len(runs) * config.batch_size * config.seq_len
+            log(f"step {step}/{config.num_steps} train loss over runs "
+                + (f"{finite.min():.4f}..{finite.max():.4f}" if finite.size else "-")
+                + f" {chars / train_seconds:,.0f} chars/s (all runs) elapsed "
+                f"{_format_seconds(time.perf_counter() - start)}")
+        if step % config.eval_every == 0 or step == config.num_steps:
+            val = np.asarray(evaluate(train_states.params, val_streams))
+            for (seed, rate), loss in zip(runs, val):
+                _append_jsonl(records_path, {"kind": "val", "step": step, "seed": seed,
+                                             "learning_rate": rate,
+                                             **train_lib.loss_report(loss)})
+            log(f"  val loss over runs {np.nanmin(val):.4f}..{np.nanmax(val):.4f} nats/char")
+
+    test = np.asarray(evaluate(train_states.params, eval_streams(config, corpus.test, "test")))
+    results = []
+    final_train = recent.mean(axis=1)
+    for index, (seed, rate) in enumerate(runs):
+        result = {"seed": seed, "learning_rate": rate, "train_loss": float(final_train[index]),
+                  "val": train_lib.loss_report(val[index]),
+                  "test": train_lib.loss_report(test[index]),
+                  "diverged_at_step": diverged_at[index]}
+        _append_jsonl(records_path, {"kind": "final", "step": step, **result})
+        results.append(result)
+    log(f"{len(runs)} runs in {_format_seconds(time.perf_counter() - start)}; records: "
+        f"{records_path}")
+    return results

@@ -112,7 +112,9 @@ def epoch_windows(config, num_windows):
 
 
 def make_train_step(config, num_windows):
-    """``train_step(train_state, streams (B, W*T+1)) -> (train_state, metrics)``, pure.
+    """``train_step(train_state, streams (B, W*T+1), learning_rate_scale=None) -> (train_state,
+    metrics)``, pure; ``learning_rate_scale`` (a scalar, may be traced) multiplies the learning
+    rate of the schedule, so that runs at different rates can share one compiled program.
 
     metrics: loss (nats/char, before the update), grad_norm (before clipping), clipped (1.0 when
     the global-norm clip fired).
@@ -124,7 +126,7 @@ def make_train_step(config, num_windows):
         functools.partial(model.loss_fn, arch=config.arch, backward=config.backward,
                           dropout=config.dropout, **cell_options(config)), has_aux=True)
 
-    def train_step(train_state, streams):
+    def train_step(train_state, streams, learning_rate_scale=None):
         params, opt_state, model_state, step, window, epoch, key = train_state
         key, dropout_key = jax.random.split(key)
         # Zero the carried state at each epoch start and, with state_reset_probability, that of
@@ -144,6 +146,10 @@ def make_train_step(config, num_windows):
                                                     dropout_key=dropout_key)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = optimizer.update(grads, opt_state, params)
+        if learning_rate_scale is not None:
+            # Every optimiser here ends by multiplying its update by the schedule's learning
+            # rate, so scaling the update is running it at learning_rate_scale times that rate.
+            updates = jax.tree.map(lambda update: update * learning_rate_scale, updates)
         params = optax.apply_updates(params, updates)
         next_window = (window + 1) % windows_per_epoch
         epoch = epoch + (next_window == 0).astype(jnp.int32)
@@ -177,14 +183,20 @@ def init_train_states(config, vocab_size, seeds):
 def make_multi_seed_chunk(config, num_windows, length):
     """Like `make_train_chunk`, for S independent runs at once: ``jit(vmap(chunk))`` over the
     leading axis of the stacked train states (one compiled program; every run reads the same
-    windows). Returns metrics of shape (S, length)."""
+    windows). ``chunk(train_states, streams, learning_rate_scales=None)``: optional (S,)
+    multipliers of the learning rate, one per run, for a learning-rate sweep in the same program.
+    Returns metrics of shape (S, length)."""
     train_step = make_train_step(config, num_windows)
 
-    def one_run(train_state, streams):
-        return jax.lax.scan(lambda state, _: train_step(state, streams), train_state, None,
-                            length=length)
+    def one_run(train_state, streams, learning_rate_scale):
+        return jax.lax.scan(lambda state, _: train_step(state, streams, learning_rate_scale),
+                            train_state, None, length=length)
 
-    return jax.jit(jax.vmap(one_run, in_axes=(0, None)), donate_argnums=0)
+    def chunk(train_states, streams, learning_rate_scales=None):
+        return jax.vmap(one_run, in_axes=(0, None, None if learning_rate_scales is None else 0))(
+            train_states, streams, learning_rate_scales)
+
+    return jax.jit(chunk, donate_argnums=0)
 
 
 def make_evaluate(config):

@@ -1,4 +1,5 @@
 """Training: optimiser factory, exact resume, manual == autodiff training curves, divergence."""
+import dataclasses
 import json
 
 import jax
@@ -159,6 +160,26 @@ def test_multi_seed_chunk_equals_separate_runs(tmp_path, small_text):
         for got, want in zip(jax.tree.leaves(states.params), jax.tree.leaves(alone.params)):
             np.testing.assert_allclose(got[index], want, rtol=1e-4, atol=1e-6)
     assert not np.allclose(metrics["loss"][0], metrics["loss"][1])
+
+
+def test_multi_seed_chunk_learning_rate_scales_equal_runs_at_those_rates(tmp_path, small_text):
+    """A per-run learning-rate multiplier in the vmapped program is a run at that rate."""
+    config = _config(tmp_path, small_text)
+    ids = data.encode(data.build_vocab(small_text), small_text)
+    streams = data.make_streams(ids, config.batch_size, config.seq_len)
+    num_windows = data.num_windows(streams, config.seq_len)
+    vocab_size = len(set(small_text))
+    scales = np.asarray([0.5, 3.0], np.float32)
+    states, metrics = train.make_multi_seed_chunk(config, num_windows, 4)(
+        train.init_train_states(config, vocab_size, [7, 7]), streams, scales)
+    for index, scale in enumerate(scales):
+        rate_config = dataclasses.replace(config, learning_rate=config.learning_rate * scale)
+        alone, alone_metrics = train.make_train_chunk(rate_config, num_windows, 4)(
+            train.init_train_state(rate_config, vocab_size, jax.random.key(7)), streams)
+        np.testing.assert_allclose(metrics["loss"][index], alone_metrics["loss"], rtol=1e-5)
+        for got, want in zip(jax.tree.leaves(states.params), jax.tree.leaves(alone.params)):
+            np.testing.assert_allclose(got[index], want, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(metrics["loss"][0, 1:], metrics["loss"][1, 1:])
 
 
 def test_state_reset_probability_one_starts_every_window_from_zeros(tmp_path, small_text):
