@@ -32,6 +32,8 @@ CONFIG_HELP = {
                                "(as sampling and evaluation do)",
     "num_steps": "optimiser steps in total (a resumed run continues up to this)",
     "steps_per_call": "train steps fused into one compiled call (lax.scan over steps)",
+    "data_parallel": "split the B streams over all devices (of all hosts with "
+                     "--coordinator_address): parameters replicated, gradients all-reduced",
     "optimizer": "adam, adamw, rmsprop, adagrad or sgd (with --momentum)",
     "learning_rate": "peak learning rate",
     "schedule": "learning-rate schedule after warm-up: constant, cosine or exponential",

@@ -40,6 +40,7 @@ class Config:
     # optimisation
     num_steps: int = 4400
     steps_per_call: int = 25            # train steps fused into one compiled call (lax.scan)
+    data_parallel: bool = False         # split the B streams over all devices (jaxrnn.parallel)
     optimizer: str = "adam"
     learning_rate: float = 3e-3
     schedule: str = "cosine"

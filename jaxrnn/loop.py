@@ -11,8 +11,8 @@ import time
 import jax
 import numpy as np
 
-from jaxrnn import checkpoint, config as config_lib, data, sample, train as train_lib
-from jaxrnn.errors import CheckpointError, TrainingDivergedError
+from jaxrnn import checkpoint, config as config_lib, data, parallel, sample, train as train_lib
+from jaxrnn.errors import CheckpointError, ConfigError, TrainingDivergedError
 
 CHECKPOINT_SUBDIR = "checkpoint"
 
@@ -109,6 +109,13 @@ def train(config, *, log=print, stop_at_step=None):
     val_streams = eval_streams(config, corpus.val, "validation")
     evaluate = train_lib.make_evaluate(config)
     streams = jax.device_put(streams)
+    if config.data_parallel:
+        mesh = parallel.data_mesh()
+        parallel.check_batch_size(config.batch_size, mesh)
+        train_state = parallel.shard_train_state(train_state, mesh)
+        streams = parallel.shard_batch(streams, mesh)
+        log(f"data parallel over {mesh.devices.size} devices: "
+            f"{config.batch_size // mesh.devices.size} streams each")
     num_params = sum(leaf.size for leaf in jax.tree.leaves(train_state.params))
     log(f"{config.arch} H={config.hidden_size} L={config.num_layers} ({num_params:,} params), "
         f"vocab {len(corpus.vocab)}, train {len(corpus.train):,} chars = "
@@ -170,9 +177,11 @@ def train(config, *, log=print, stop_at_step=None):
                                       temperature=config.sample_temperature,
                                       **train_lib.cell_options(config))[0]
             log("  sample: " + text.replace("\n", "\n          "))
-            checkpoint.save_checkpoint(checkpoint_dir, state_pytree=train_state,
-                                       metadata=checkpoint_metadata(config, corpus.vocab,
-                                                                    train_state, best_val_loss))
+            host_state = parallel.gather_to_host(train_state)
+            if jax.process_index() == 0:
+                checkpoint.save_checkpoint(checkpoint_dir, state_pytree=host_state,
+                                           metadata=checkpoint_metadata(
+                                               config, corpus.vocab, host_state, best_val_loss))
             if step == stop_at_step:
                 return {"train_state": train_state, "best_val_loss": best_val_loss,
                         "checkpoint": str(checkpoint_dir)}
@@ -201,6 +210,9 @@ def sweep(config, seeds, learning_rates=None, *, log=print):
     Returns a list with one dict per run: seed, learning_rate, train_loss (mean of the last
     ``log_every`` steps), val and test (`jaxrnn.train.loss_report`), diverged_at_step (or None).
     """
+    if config.data_parallel:
+        raise ConfigError("--data_parallel is not supported by the sweep; drop it (the runs of a "
+                          "sweep share the devices as one vmapped program)")
     learning_rates = [config.learning_rate] if not learning_rates else list(learning_rates)
     runs = [(seed, rate) for rate in learning_rates for seed in seeds]
     corpus = data.load_corpus(config.data, config.split)
