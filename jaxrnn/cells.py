@@ -107,6 +107,20 @@ def _scan_in_place(step, carry, buffer, xs=None):
     return carry, buffer, ys
 
 
+def _gates_in_place(forward_step):
+    """``forward(params, carry0, xproj) -> (carry_T, hiddens (T, B, H), residuals)``: the step
+    over a window, each step's ``residuals.gates`` written over its row of ``xproj: (T, B, G)``
+    by `_scan_in_place`; the residuals' other fields are stacked over T as usual."""
+    def forward(params, carry0, xproj):
+        def step(carry, xproj_t, _):
+            carry, (h, residuals) = forward_step(params, carry, xproj_t)
+            return carry, residuals.gates, (h, residuals._replace(gates=None))
+
+        carry_T, gates, (hiddens, residuals) = _scan_in_place(step, carry0, xproj)
+        return carry_T, hiddens, residuals._replace(gates=gates)
+    return forward
+
+
 def _time_steps(sequence):
     """``[0, 1, ..., T-1]`` for a time-major ``sequence: (T, ...)``, to scan alongside it."""
     return jnp.arange(sequence.shape[0])
@@ -230,19 +244,6 @@ def lstm_forward_step(params, carry, xproj_t):
     return LSTMState(h, c), (h, LSTMResiduals(gates=gates, cells=c))
 
 
-def lstm_forward(params, carry0, xproj):
-    """`lstm_forward_step` over a window, the gates written over ``xproj: (T, B, 4H)`` in place.
-
-    Returns ``(carry_T, hiddens (T, B, H), LSTMResiduals(gates (T, B, 4H), cells (T, B, H)))``.
-    """
-    def step(carry, xproj_t, _):
-        carry, (h, residuals) = lstm_forward_step(params, carry, xproj_t)
-        return carry, residuals.gates, (h, residuals.cells)
-
-    carry_T, gates, (hiddens, cells) = _scan_in_place(step, carry0, xproj)
-    return carry_T, hiddens, LSTMResiduals(gates, cells)
-
-
 def lstm_backward(params, carry0, hiddens, residuals, d_hiddens, d_carry_T):
     """Reverse-time sweep of an LSTM layer.
 
@@ -324,19 +325,6 @@ def gru_forward_step(params, h_prev, xproj_t):
     n = jnp.tanh(x_n + r * h_n)
     h = (1 - z) * n + z * h_prev
     return h, (h, GRUResiduals(gates=jnp.concatenate([r, z, n], axis=-1), hn=h_n))
-
-
-def gru_forward(params, h0, xproj):
-    """`gru_forward_step` over a window, the gates written over ``xproj: (T, B, 3H)`` in place.
-
-    Returns ``(h_T, hiddens (T, B, H), GRUResiduals(gates (T, B, 3H), hn (T, B, H)))``.
-    """
-    def step(h_prev, xproj_t, _):
-        h, (_, residuals) = gru_forward_step(params, h_prev, xproj_t)
-        return h, residuals.gates, (h, residuals.hn)
-
-    h_T, gates, (hiddens, hn) = _scan_in_place(step, h0, xproj)
-    return h_T, hiddens, GRUResiduals(gates, hn)
 
 
 def gru_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T):
@@ -438,6 +426,9 @@ def _rnn_cell(activation):
                 _scan_forward(forward_step), functools.partial(rnn_backward, activation=activation))
 
 
+# LSTM and GRU: the gates (the same width as the input projection) overwrite it in place.
+lstm_forward = _gates_in_place(lstm_forward_step)
+gru_forward = _gates_in_place(gru_forward_step)
 _LSTM = Cell("lstm", 4, "W_x", "b", lstm_init, _lstm_zero_carry, lstm_forward_step, lstm_forward,
              lstm_backward)
 _GRU = Cell("gru", 3, "W_x", "b_x", gru_init, _zero_hidden, gru_forward_step, gru_forward,
