@@ -21,6 +21,7 @@ import optax
 from absl import flags
 
 import jaxrnn
+from jaxrnn import parallel
 from jaxrnn.cells import ARCHS, get_cell
 from jaxrnn.unroll import BACKWARDS
 
@@ -155,13 +156,21 @@ def make_bench_train_step(arch, backward, *, learning_rate=2e-3, grad_clip=5.0, 
     return BenchTrainStep(optimizer.init, jax.jit(step, donate_argnums=(0, 1) if donate else ()))
 
 
-def train_step_runner(arch, backward, cfg, seed=0):
+def train_step_runner(arch, backward, cfg, seed=0, data_parallel=False):
     """A zero-argument callable running one training step on fixed tokens; returns the new params
-    and loss (block on them). It owns fresh parameters, so several runners can be interleaved."""
+    and loss (block on them). It owns fresh parameters, so several runners can be interleaved.
+
+    ``data_parallel``: parameters and optimiser state replicated on every device and the B token
+    rows split over them (`jaxrnn.parallel`), as ``--data_parallel`` trains; on one CPU, run with
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` to make its cores two devices."""
     bench = make_bench_train_step(arch, backward)
     params = make_params(arch, cfg, seed)
     live = {"params": params, "opt": bench.init(params)}
     inputs, targets = make_tokens(cfg, seed)
+    if data_parallel:
+        mesh = parallel.data_mesh()
+        live = jax.device_put(live, parallel.replicated(mesh))
+        inputs, targets = parallel.shard_batch((inputs, targets), mesh)
 
     def run():
         live["params"], live["opt"], loss = bench.step(live["params"], live["opt"], inputs, targets)

@@ -41,13 +41,16 @@ def define_flags():
                       "big (the model flags with hidden_size=512, num_layers=2).")
     flags.DEFINE_float("roofline_gflops", None, "GEMM rate (GFLOP/s) for the roofline column; "
                        "overrides --measure_roofline.")
+    flags.DEFINE_bool("data_parallel", False, "Split the batch over all devices (jaxrnn.parallel); "
+                      "on one CPU set XLA_FLAGS=--xla_force_host_platform_device_count=2 first.")
     flags.DEFINE_bool("measure_roofline", False, "Measure the GEMM roofline of each config in "
                       "this run (benchmarks.roofline) and report the fraction of its mix bound.")
 
 
-def run_arch(arch, modes, cfg, *, warmup, steps, repeats, seed):
+def run_arch(arch, modes, cfg, *, warmup, steps, repeats, seed, data_parallel=False):
     """Compile and time all ``modes`` of one arch, interleaved. Returns {mode: result dict}."""
-    runners = {mode: common.train_step_runner(arch, mode, cfg, seed) for mode in modes}
+    runners = {mode: common.train_step_runner(arch, mode, cfg, seed, data_parallel)
+               for mode in modes}
     compile_s = {mode: common.first_call_seconds(run) for mode, run in runners.items()}
     blocks, steal = common.time_interleaved(runners, warmup=warmup, steps=steps, repeats=repeats)
     flops = common.cfg_flops(arch, cfg)
@@ -110,7 +113,8 @@ def main(argv):
                                            block_seconds=FLAGS.block_seconds)
         entry = {"config": dataclasses.asdict(cfg), "roofline_gemm": rates, "archs": {}}
         for arch in archs:
-            res = run_arch(arch, modes, cfg, seed=FLAGS.seed, **timing)
+            res = run_arch(arch, modes, cfg, seed=FLAGS.seed, data_parallel=FLAGS.data_parallel,
+                           **timing)
             bound, source = bound_for(arch, cfg, rates)
             res.update(roofline_bound_chars_per_s=bound, roofline_source=source)
             entry["archs"][arch] = res
@@ -127,6 +131,7 @@ def main(argv):
         config = {"configs": FLAGS.configs, "archs": archs, "modes": modes, **timing,
                   "seed": FLAGS.seed, "roofline_gflops": FLAGS.roofline_gflops,
                   "measure_roofline": FLAGS.measure_roofline,
+                  "data_parallel": FLAGS.data_parallel, "devices": len(jax.devices()),
                   "train_step": "optax.chain(clip_by_global_norm(5.0), adam(2e-3)), donated"}
         sysinfo.write_json(FLAGS.json, benchmark="throughput", config=config, results=results)
 
