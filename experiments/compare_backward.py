@@ -9,6 +9,8 @@ from experiments import common
 
 common.define_config_flags()
 flags.DEFINE_integer("compare_steps", 200, "training steps to run in each mode")
+flags.DEFINE_bool("round_off_floor", True, "also rerun autodiff with one weight moved by one ulp: "
+                  "how far round-off alone moves the same code's curve")
 FLAGS = flags.FLAGS
 
 
@@ -21,7 +23,8 @@ def main(argv):
     streams = data.make_streams(corpus.train, config.batch_size, config.seq_len,
                                 name="training split")
     results = diagnostics.train_both_modes(config, streams, len(corpus.vocab),
-                                           FLAGS.compare_steps)
+                                           FLAGS.compare_steps,
+                                           round_off_floor=FLAGS.round_off_floor)
     (manual, manual_params), (autodiff, autodiff_params) = results["manual"], results["autodiff"]
     relative = np.abs(manual - autodiff) / np.abs(autodiff)
     print(f"{config.arch} H={config.hidden_size} L={config.num_layers} B={config.batch_size} "
@@ -30,6 +33,11 @@ def main(argv):
         print(f"step {step:>5}: manual {manual[step - 1]:.6f}  autodiff {autodiff[step - 1]:.6f}"
               f"  relative difference {relative[step - 1]:.2e}")
     print(f"largest relative difference over all steps: {relative.max():.2e}")
+    if FLAGS.round_off_floor:
+        nudged = results["autodiff, one ulp"][0]
+        floor = np.abs(nudged - autodiff) / np.abs(autodiff)
+        print(f"round-off floor (autodiff vs autodiff with W_hy[0,0] one ulp up): "
+              f"{floor[-1]:.2e} at step {FLAGS.compare_steps}, largest {floor.max():.2e}")
     # One training batch's loss is a noisy read-out of the model; the validation loss of the
     # two trained models is the smoother one.
     val = {name: float(loop.evaluate_split(config, params, corpus.val, "validation"))

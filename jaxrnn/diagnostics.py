@@ -119,14 +119,28 @@ def training_curves(config, streams, vocab_size, num_steps):
             train_both_modes(config, streams, vocab_size, num_steps).items()}
 
 
-def train_both_modes(config, streams, vocab_size, num_steps):
-    """`training_curves` plus the trained parameters: ``{backward: (curve, params)}``."""
+def train_both_modes(config, streams, vocab_size, num_steps, *, round_off_floor=False):
+    """`training_curves` plus the trained parameters: ``{backward: (curve, params)}``.
+
+    With ``round_off_floor`` also ``"autodiff, one ulp"``: the autodiff run again with a single
+    weight (``W_hy[0, 0]``) moved by one unit in the last place -- the difference between two
+    runs of the *same* code that round-off alone makes after ``num_steps`` steps.
+    """
     from jaxrnn import data, train  # train imports model; keep this module importable alone
     num_windows = data.num_windows(streams, config.seq_len)
+    runs = [("manual", "manual", False), ("autodiff", "autodiff", False)]
+    if round_off_floor:
+        runs.append(("autodiff, one ulp", "autodiff", True))
     results = {}
-    for backward in ("manual", "autodiff"):
+    for name, backward, nudge in runs:
         mode_config = dataclasses.replace(config, backward=backward)
         chunk = train.make_train_chunk(mode_config, num_windows, num_steps)
-        state, metrics = chunk(train.init_train_state(mode_config, vocab_size), streams)
-        results[backward] = (np.asarray(metrics["loss"]), state.params)
+        state = train.init_train_state(mode_config, vocab_size)
+        if nudge:
+            params = dict(state.params)
+            params["W_hy"] = params["W_hy"].at[0, 0].set(
+                jnp.nextafter(params["W_hy"][0, 0], jnp.inf))
+            state = state._replace(params=params)
+        state, metrics = chunk(state, streams)
+        results[name] = (np.asarray(metrics["loss"]), state.params)
     return results
