@@ -30,14 +30,9 @@ def _parse(values, kind, name):
 def main(argv):
     config = common.config_from_flags()
     common.enable_dtype(config.dtype)
-    seeds = _parse(FLAGS.seeds, int, "seeds")
-    rates = _parse(FLAGS.learning_rates, float, "learning_rates")
-    if not seeds:
-        raise ConfigError("--seeds is empty; give at least one seed, e.g. --seeds=0,1,2")
-    if any(rate <= 0 for rate in rates):
-        raise ConfigError(f"--learning_rates must all be > 0, got {','.join(FLAGS.learning_rates)}")
     from jaxrnn import loop
-    results = loop.sweep(config, seeds, rates)
+    results = loop.sweep(config, _parse(FLAGS.seeds, int, "seeds"),
+                         _parse(FLAGS.learning_rates, float, "learning_rates"))
     print("| learning rate | seed | train loss | val nats/char | val bpc | test nats/char | "
           "test bpc |\n|---|---|---|---|---|---|---|")
     for run in results:

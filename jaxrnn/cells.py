@@ -6,6 +6,8 @@ Every cell exposes the same functions (see `Cell`):
 * ``zero_carry(batch_size, hidden_size, dtype) -> carry``
 * ``forward_step(params, carry, xproj_t) -> (carry, (h_t, residual_t))`` -- one time step, given the
   step's *input projection* ``xproj_t = x_t @ W_x + b_x`` (hoisted out of the recurrence).
+* ``forward(params, carry0, xproj) -> (carry_T, hiddens, residuals)`` -- ``forward_step`` over a
+  window ``xproj: (T, B, G)``; the LSTM and GRU write their gates over ``xproj`` in place.
 * ``backward(params, carry0, hiddens, residuals, d_hiddens, d_carry_T)
   -> (d_xproj, d_carry0, recurrent_grads)`` -- the whole reverse-time sweep (BPTT) of one layer.
 

@@ -77,6 +77,13 @@ def evaluate_split(config, params, ids, name):
     return train_lib.make_evaluate(config)(params, eval_streams(config, ids, name))
 
 
+def _chunk_length(config, step):
+    """Steps of the next compiled call from ``step``: at most ``steps_per_call``, ending at the
+    next evaluation (every ``eval_every`` steps) or at ``num_steps``."""
+    boundary = min(config.num_steps, (step // config.eval_every + 1) * config.eval_every)
+    return min(config.steps_per_call, boundary - step)
+
+
 def _compile(jitted, *args):
     """Ahead-of-time compile, so that compile time is reported apart from step time."""
     start = time.perf_counter()
@@ -111,8 +118,7 @@ def train(config, *, log=print, stop_at_step=None):
     streams = jax.device_put(streams)
     if config.data_parallel:
         mesh = parallel.data_mesh()
-        parallel.check_batch_size(config.batch_size, mesh)
-        train_state = parallel.shard_train_state(train_state, mesh)
+        train_state = parallel.shard_train_state(train_state, mesh)  # checks B splits evenly
         streams = parallel.shard_batch(streams, mesh)
         log(f"data parallel over {mesh.devices.size} devices: "
             f"{config.batch_size // mesh.devices.size} streams each")
@@ -126,8 +132,7 @@ def train(config, *, log=print, stop_at_step=None):
     train_seconds, steps_timed, pending = 0.0, 0, []
     schedule = train_lib.make_schedule(config)
     while step < config.num_steps:
-        boundary = min(config.num_steps, (step // config.eval_every + 1) * config.eval_every)
-        length = min(config.steps_per_call, boundary - step)
+        length = _chunk_length(config, step)
         if length not in chunks:
             chunks[length], seconds = _compile(
                 train_lib.make_train_chunk(config, num_windows, length), train_state, streams)
@@ -213,6 +218,11 @@ def sweep(config, seeds, learning_rates=None, *, log=print):
     if config.data_parallel:
         raise ConfigError("--data_parallel is not supported by the sweep; drop it (the runs of a "
                           "sweep share the devices as one vmapped program)")
+    if not seeds:
+        raise ConfigError("--seeds is empty; give at least one seed, e.g. --seeds=0,1,2")
+    if any(rate <= 0 for rate in learning_rates or ()):
+        raise ConfigError("--learning_rates must all be > 0, got "
+                          + ",".join(f"{rate:g}" for rate in learning_rates))
     learning_rates = [config.learning_rate] if not learning_rates else list(learning_rates)
     runs = [(seed, rate) for rate in learning_rates for seed in seeds]
     corpus = data.load_corpus(config.data, config.split)
@@ -236,8 +246,7 @@ def sweep(config, seeds, learning_rates=None, *, log=print):
     diverged_at = [None] * len(runs)
     recent = np.zeros((len(runs), 0))                      # (S, up to log_every) last losses
     while step < config.num_steps:
-        boundary = min(config.num_steps, (step // config.eval_every + 1) * config.eval_every)
-        length = min(config.steps_per_call, boundary - step)
+        length = _chunk_length(config, step)
         if length not in chunks:
             chunks[length], seconds = _compile(
                 train_lib.make_multi_seed_chunk(config, num_windows, length), train_states,

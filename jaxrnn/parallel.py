@@ -47,14 +47,6 @@ def data_mesh(devices=None):
     return jax.sharding.Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
-def check_batch_size(batch_size, mesh):
-    """The B streams must split evenly over the devices of the mesh."""
-    count = mesh.devices.size
-    if batch_size % count:
-        raise ConfigError(f"--batch_size={batch_size} does not split over {count} devices; "
-                          f"use a multiple of {count} with --data_parallel")
-
-
 def replicated(mesh):
     return NamedSharding(mesh, PartitionSpec())
 
@@ -65,8 +57,12 @@ def batch_sharded(mesh):
 
 
 def shard_batch(batch, mesh):
-    """``batch: (B, ...)`` (any pytree of such arrays) split over the devices on axis 0."""
-    check_batch_size(jax.tree.leaves(batch)[0].shape[0], mesh)
+    """``batch: (B, ...)`` (any pytree of such arrays) split over the devices on axis 0; the B
+    rows must split evenly."""
+    batch_size, count = jax.tree.leaves(batch)[0].shape[0], mesh.devices.size
+    if batch_size % count:
+        raise ConfigError(f"--batch_size={batch_size} does not split over {count} devices; "
+                          f"use a multiple of {count} with --data_parallel")
     return jax.device_put(batch, batch_sharded(mesh))
 
 
