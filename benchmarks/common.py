@@ -24,6 +24,7 @@ import jaxrnn
 from jaxrnn import parallel
 from jaxrnn.cells import ARCHS, get_cell
 from jaxrnn.unroll import BACKWARDS
+from benchmarks import sysinfo
 
 DTYPES = ("float32", "bfloat16", "float64")
 FLAGS = flags.FLAGS
@@ -137,13 +138,16 @@ class BenchTrainStep(NamedTuple):
     step: Callable
 
 
-def make_bench_train_step(arch, backward, *, learning_rate=2e-3, grad_clip=5.0, donate=True):
+def make_bench_train_step(arch, backward, *, learning_rate=2e-3, grad_clip=5.0, donate=True,
+                          steps_per_call=1):
     """The full training step that peers.py times, on jaxrnn's loss.
 
     Forward over T from a zero state, mean cross-entropy over all B*T positions, backward
     (``backward="manual"`` hand-written BPTT or ``"autodiff"``), global-norm clipping to
     ``grad_clip`` (Pascanu et al. 2013) and Adam. ``donate`` lets XLA reuse the parameter and
-    optimiser buffers in place, as a training loop would.
+    optimiser buffers in place, as a training loop would. ``steps_per_call > 1`` runs that many
+    steps (on the same tokens) in one compiled ``lax.fori_loop``, as `jaxrnn.train` runs its
+    chunks: the call's temporaries are then mapped once for all of them.
     """
     optimizer = optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(learning_rate))
     grad_fn = jax.value_and_grad(jaxrnn.loss_fn, has_aux=True)
@@ -153,17 +157,27 @@ def make_bench_train_step(arch, backward, *, learning_rate=2e-3, grad_clip=5.0, 
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    return BenchTrainStep(optimizer.init, jax.jit(step, donate_argnums=(0, 1) if donate else ()))
+    def steps(params, opt_state, inputs, targets):
+        if steps_per_call == 1:
+            return step(params, opt_state, inputs, targets)
+        loss0 = jnp.zeros((), jax.tree.leaves(params)[0].dtype)
+        return jax.lax.fori_loop(0, steps_per_call,
+                                 lambda _, carry: step(*carry[:2], inputs, targets),
+                                 (params, opt_state, loss0))
+
+    return BenchTrainStep(optimizer.init,
+                          jax.jit(steps, donate_argnums=(0, 1) if donate else ()))
 
 
-def train_step_runner(arch, backward, cfg, seed=0, data_parallel=False):
-    """A zero-argument callable running one training step on fixed tokens; returns the new params
-    and loss (block on them). It owns fresh parameters, so several runners can be interleaved.
+def train_step_runner(arch, backward, cfg, seed=0, data_parallel=False, steps_per_call=1):
+    """A zero-argument callable running ``steps_per_call`` training steps (one compiled call) on
+    fixed tokens; returns the new params and loss (block on them). It owns fresh parameters, so
+    several runners can be interleaved.
 
     ``data_parallel``: parameters and optimiser state replicated on every device and the B token
     rows split over them (`jaxrnn.parallel`), as ``--data_parallel`` trains; on one CPU, run with
     ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` to make its cores two devices."""
-    bench = make_bench_train_step(arch, backward)
+    bench = make_bench_train_step(arch, backward, steps_per_call=steps_per_call)
     params = make_params(arch, cfg, seed)
     live = {"params": params, "opt": bench.init(params)}
     inputs, targets = make_tokens(cfg, seed)
@@ -237,12 +251,22 @@ def cpu_ticks():
         return 0, 0
 
 
+class Timing(NamedTuple):
+    """What `time_interleaved` measured. blocks: {name: [per-call seconds of each block]};
+    steal_pct: hypervisor steal over all timed blocks; minor_faults: {name: [per-call minor page
+    faults of each block]} (`sysinfo.minor_page_faults`)."""
+
+    blocks: dict
+    steal_pct: float
+    minor_faults: dict
+
+
 def time_interleaved(fns, *, warmup, steps, repeats):
-    """Per-call seconds of each block, for every zero-argument callable in ``fns`` (name -> fn).
+    """Per-call seconds (and page faults) of each block, for every zero-argument callable in
+    ``fns`` (name -> fn).
 
     Each fn is warmed up ``warmup`` times; then round r times one block of ``steps`` calls of every
-    fn, in the given order for even r and reversed for odd r. Returns ``({name: [s, ...]},
-    steal_pct)`` where ``steal_pct`` is the hypervisor steal over all timed blocks.
+    fn, in the given order for even r and reversed for odd r. Returns a `Timing`.
     """
     for fn in fns.values():
         out = None
@@ -251,22 +275,24 @@ def time_interleaved(fns, *, warmup, steps, repeats):
         jax.block_until_ready(out)
     names = list(fns)
     blocks = {name: [] for name in names}
+    faults = {name: [] for name in names}
     steal0, total0 = cpu_ticks()
     for r in range(repeats):
         for name in (names if r % 2 == 0 else names[::-1]):
             fn = fns[name]
-            t0 = time.perf_counter()
+            faults0, t0 = sysinfo.minor_page_faults(), time.perf_counter()
             for _ in range(steps):
                 out = fn()
             jax.block_until_ready(out)
             blocks[name].append((time.perf_counter() - t0) / steps)
+            faults[name].append((sysinfo.minor_page_faults() - faults0) / steps)
     steal1, total1 = cpu_ticks()
-    return blocks, 100.0 * (steal1 - steal0) / max(1, total1 - total0)
+    return Timing(blocks, 100.0 * (steal1 - steal0) / max(1, total1 - total0), faults)
 
 
 def time_blocks(fn, *, warmup, steps, repeats):
     """`time_interleaved` for a single callable: the list of per-call seconds of each block."""
-    return time_interleaved({"fn": fn}, warmup=warmup, steps=steps, repeats=repeats)[0]["fn"]
+    return time_interleaved({"fn": fn}, warmup=warmup, steps=steps, repeats=repeats).blocks["fn"]
 
 
 def summarize(seconds, work_per_call=None):

@@ -76,7 +76,8 @@ def run_arch(arch, cfg, *, warmup, steps, repeats, seed):
     params = common.make_params(arch, model, seed)
     runners = {f"S={s}": sampler_runner(arch, s, cfg, params, seed) for s in cfg.num_samples}
     compile_s = {name: common.first_call_seconds(run) for name, run in runners.items()}
-    blocks, steal = common.time_interleaved(runners, warmup=warmup, steps=steps, repeats=repeats)
+    blocks, steal, _ = common.time_interleaved(runners, warmup=warmup, steps=steps,
+                                               repeats=repeats)
     out = {}
     for name, s in zip(runners, cfg.num_samples):
         res = common.summarize(blocks[name], s * cfg.length)

@@ -13,6 +13,11 @@ import jax
 import jaxrnn
 
 
+# Environment variables that change how this process allocates memory (and so page faults).
+ALLOCATOR_ENV = ("XLA_FLAGS", "GLIBC_TUNABLES", "MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_",
+                 "MALLOC_TRIM_THRESHOLD_", "LD_PRELOAD")
+
+
 def peak_rss_bytes():
     """Peak resident set size of this process so far (ru_maxrss is in KiB on Linux)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -43,6 +48,13 @@ def rss_high_water_bytes():
     return None
 
 
+def minor_page_faults():
+    """Minor page faults of this process so far (getrusage ru_minflt). Each is the kernel mapping
+    a fresh zeroed page on first touch; XLA:CPU maps every call's temporaries anew, so the count
+    per call measures memory that call touched for the first time."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _git(*args):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
@@ -58,7 +70,7 @@ def environment_info():
             "jaxrnn": jaxrnn.__version__, "git_commit": _git("rev-parse", "HEAD"),
             "git_dirty": bool(_git("status", "--porcelain")), "nproc": os.cpu_count(),
             "jax_devices": [str(d) for d in jax.devices()], "loadavg": os.getloadavg(),
-            "XLA_FLAGS": os.environ.get("XLA_FLAGS")}
+            **{name: os.environ.get(name) for name in ALLOCATOR_ENV}}
     for package in ("jax", "jaxlib", "optax", "numpy", "absl-py"):
         try:
             info[package] = metadata.version(package)
