@@ -44,6 +44,8 @@ def define_model_flags(*, training=True):
     flags.DEFINE_integer("vocab_size", 65, "V: vocabulary size (65 = tiny-shakespeare).")
     flags.DEFINE_integer("num_layers", 1, "L: stacked recurrent layers.")
     flags.DEFINE_enum("dtype", "float32", DTYPES, "Parameter and activation dtype.")
+    flags.DEFINE_bool("bf16_matmuls", False, "bfloat16 matmul operands with float32 accumulation "
+                      "(jaxrnn.cells.matmul), in both backward modes.")
     flags.DEFINE_integer("seed", 0, "Seed of the parameters and of the random token windows.")
 
 
@@ -59,7 +61,7 @@ def define_json_flag():
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """One benchmark shape: B, T, H, V, L and the dtype name."""
+    """One benchmark shape: B, T, H, V, L, the dtype name and whether matmuls take bfloat16."""
 
     batch_size: int = 64
     seq_len: int = 100
@@ -67,6 +69,7 @@ class ModelConfig:
     vocab_size: int = 65
     num_layers: int = 1
     dtype: str = "float32"
+    bf16_matmuls: bool = False
 
     def __post_init__(self):
         for field in ("batch_size", "seq_len", "hidden_size", "vocab_size", "num_layers"):
@@ -74,6 +77,11 @@ class ModelConfig:
                 raise ValueError(f"{field} must be positive, got {getattr(self, field)}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+
+    @property
+    def matmul_dtype(self):
+        """The ``matmul_dtype`` of `jaxrnn.loss_fn`: "bfloat16" or None."""
+        return "bfloat16" if self.bf16_matmuls else None
 
     @property
     def chars_per_step(self):
@@ -139,7 +147,7 @@ class BenchTrainStep(NamedTuple):
 
 
 def make_bench_train_step(arch, backward, *, learning_rate=2e-3, grad_clip=5.0, donate=True,
-                          steps_per_call=1):
+                          steps_per_call=1, matmul_dtype=None):
     """The full training step that peers.py times, on jaxrnn's loss.
 
     Forward over T from a zero state, mean cross-entropy over all B*T positions, backward
@@ -147,13 +155,15 @@ def make_bench_train_step(arch, backward, *, learning_rate=2e-3, grad_clip=5.0, 
     ``grad_clip`` (Pascanu et al. 2013) and Adam. ``donate`` lets XLA reuse the parameter and
     optimiser buffers in place, as a training loop would. ``steps_per_call > 1`` runs that many
     steps (on the same tokens) in one compiled ``lax.fori_loop``, as `jaxrnn.train` runs its
-    chunks: the call's temporaries are then mapped once for all of them.
+    chunks: the call's temporaries are then mapped once for all of them. ``matmul_dtype``: see
+    `jaxrnn.loss_fn`.
     """
     optimizer = optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(learning_rate))
     grad_fn = jax.value_and_grad(jaxrnn.loss_fn, has_aux=True)
 
     def step(params, opt_state, inputs, targets):
-        (loss, _), grads = grad_fn(params, inputs, targets, None, arch=arch, backward=backward)
+        (loss, _), grads = grad_fn(params, inputs, targets, None, arch=arch, backward=backward,
+                                   matmul_dtype=matmul_dtype)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
@@ -177,7 +187,8 @@ def train_step_runner(arch, backward, cfg, seed=0, data_parallel=False, steps_pe
     ``data_parallel``: parameters and optimiser state replicated on every device and the B token
     rows split over them (`jaxrnn.parallel`), as ``--data_parallel`` trains; on one CPU, run with
     ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` to make its cores two devices."""
-    bench = make_bench_train_step(arch, backward, steps_per_call=steps_per_call)
+    bench = make_bench_train_step(arch, backward, steps_per_call=steps_per_call,
+                                  matmul_dtype=cfg.matmul_dtype)
     params = make_params(arch, cfg, seed)
     live = {"params": params, "opt": bench.init(params)}
     inputs, targets = make_tokens(cfg, seed)

@@ -49,7 +49,7 @@ def define_flags():
 
 def measure(arch, mode, cfg, seed):
     """Run inside the worker process: one (arch, mode) measurement, returned as a dict."""
-    bench = common.make_bench_train_step(arch, mode)
+    bench = common.make_bench_train_step(arch, mode, matmul_dtype=cfg.matmul_dtype)
     params = common.make_params(arch, cfg, seed)
     inputs, targets = common.make_tokens(cfg, seed)
     param_bytes = sum(int(leaf.nbytes) for leaf in jax.tree.leaves(params))

@@ -13,7 +13,8 @@ The difference is memory mapping: XLA:CPU maps a call's temporaries fresh (one m
 whole temporary block per call), so each call page-faults on every temporary page it touches;
 the "faults/step" column counts those minor page faults (getrusage), per step.
 
-Configs: "default" is the model flags as given; "big" overrides H=512 and L=2.
+Configs: "default" is the model flags as given; "big" overrides H=512 and L=2; "wide" B=256 and
+H=1024 (GEMMs big enough for a GPU's matrix units; minutes per step on a 2-core CPU).
 GFLOP/s counts matmul FLOPs only (`common.train_flops`, layer-0 input as a gather). The "of
 roofline" column is chars/s as a fraction of the roofline bound: --roofline_gflops / (FLOPs per
 char) if given, else with --measure_roofline the FLOP-weighted mix bound of `benchmarks.roofline`
@@ -35,7 +36,8 @@ from benchmarks import common, roofline, sysinfo
 from jaxrnn.unroll import BACKWARDS
 
 FLAGS = flags.FLAGS
-CONFIGS = {"default": {}, "big": {"hidden_size": 512, "num_layers": 2}}
+CONFIGS = {"default": {}, "big": {"hidden_size": 512, "num_layers": 2},
+           "wide": {"batch_size": 256, "hidden_size": 1024}}     # a GPU-sized GEMM
 
 
 def define_flags():
@@ -46,7 +48,8 @@ def define_flags():
     flags.DEFINE_list("modes", list(BACKWARDS), "Backward modes: manual (hand-written BPTT) "
                       "and/or autodiff (jax.grad of the plain scan).")
     flags.DEFINE_list("configs", ["default"], "Configs to run: default (the model flags) and/or "
-                      "big (the model flags with hidden_size=512, num_layers=2).")
+                      "big (the model flags with hidden_size=512, num_layers=2) and/or wide "
+                      "(batch_size=256, hidden_size=1024).")
     flags.DEFINE_float("roofline_gflops", None, "GEMM rate (GFLOP/s) for the roofline column; "
                        "overrides --measure_roofline.")
     flags.DEFINE_bool("data_parallel", False, "Split the batch over all devices (jaxrnn.parallel); "

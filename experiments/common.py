@@ -19,6 +19,8 @@ CONFIG_HELP = {
     "recurrent_init": "recurrent weight initialiser: orthogonal, identity (IRNN) or scaled_normal",
     "dropout": "dropout rate on non-recurrent connections (between layers, before the output)",
     "dtype": "parameter and compute dtype: float32 or float64",
+    "bf16_matmuls": "round the operands of every matrix product to bfloat16, accumulate in "
+                    "float32 (for GPU/TPU tensor cores; slower on CPUs without bfloat16 units)",
     "backward": "gradient: manual (hand-written BPTT) or autodiff (jax.grad of the plain scan)",
     "data": "'tinyshakespeare' (found via $JAXRNN_DATA_DIR, the cache, or downloaded) or a path "
             "to any UTF-8 text file",

@@ -11,6 +11,11 @@ Every cell exposes the same functions (see `Cell`):
 * ``backward(params, carry0, hiddens, residuals, d_hiddens, d_carry_T)
   -> (d_xproj, d_carry0, recurrent_grads)`` -- the whole reverse-time sweep (BPTT) of one layer.
 
+Every function that multiplies matrices takes ``matmul_dtype``: None (the default) multiplies in
+the operands' dtype; ``"bfloat16"`` rounds both operands of every matrix product to bfloat16 and
+accumulates in the operands' own dtype (float32): the tensor-core mode of GPUs and TPUs (`matmul`).
+`get_cell` binds it, so a `Cell`'s functions all use one choice.
+
 The public one-step signature ``step(params, carry, x_t) -> (carry, h_t)`` (`rnn_step`, `lstm_step`,
 `gru_step`) is the input projection followed by ``forward_step``.
 
@@ -33,6 +38,7 @@ from jaxrnn.errors import ConfigError
 from jaxrnn.types import GRUResiduals, LSTMResiduals, LSTMState, RNNResiduals
 
 ARCHS = ("rnn", "lstm", "gru")
+MATMUL_DTYPES = (None, "bfloat16")
 RECURRENT_INITS = ("orthogonal", "identity", "scaled_normal")
 
 # Activation and its derivative *written in terms of the activation's output* y = act(a), so that
@@ -137,9 +143,23 @@ def _previous_row(sequence, t, first):
     return jnp.where(t > 0, row, first)
 
 
-def _sum_outer(a, b):
-    """sum_t a_t^T b_t for a: (T, B, X), b: (T, B, Y) -> (X, Y): one GEMM over all T*B rows."""
-    return jnp.tensordot(a, b, axes=((0, 1), (0, 1)))
+def matmul(a, b, matmul_dtype=None):
+    """``a @ b``, or with ``matmul_dtype="bfloat16"`` the product of the operands rounded to
+    bfloat16, accumulated in ``a``'s dtype (``preferred_element_type``): bfloat16 matmuls with
+    float32 accumulation. Everything outside the matrix products stays in ``a``'s dtype."""
+    if matmul_dtype is None:
+        return a @ b
+    return jnp.matmul(a.astype(matmul_dtype), b.astype(matmul_dtype),
+                      preferred_element_type=a.dtype)
+
+
+def sum_outer(a, b, matmul_dtype=None):
+    """sum_t a_t^T b_t for a: (T, B, X), b: (T, B, Y) -> (X, Y): one GEMM over all T*B rows
+    (operands rounded to ``matmul_dtype`` as in `matmul`)."""
+    if matmul_dtype is None:
+        return jnp.tensordot(a, b, axes=((0, 1), (0, 1)))
+    return jnp.tensordot(a.astype(matmul_dtype), b.astype(matmul_dtype), axes=((0, 1), (0, 1)),
+                         preferred_element_type=a.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,7 +173,7 @@ def rnn_init(key, input_size, hidden_size, recurrent_init="orthogonal", dtype=jn
             "b_h": jnp.zeros((hidden_size,), dtype)}
 
 
-def rnn_forward_step(params, h_prev, xproj_t, *, activation="tanh"):
+def rnn_forward_step(params, h_prev, xproj_t, *, activation="tanh", matmul_dtype=None):
     """One vanilla-RNN step.
 
     Forward::
@@ -164,11 +184,12 @@ def rnn_forward_step(params, h_prev, xproj_t, *, activation="tanh"):
     Args: h_prev: (B, H); xproj_t: (B, H). Returns ``(h_t, (h_t, RNNResiduals()))``.
     """
     act, _ = ACTIVATIONS[activation]
-    h = act(xproj_t + h_prev @ params["W_hh"])
+    h = act(xproj_t + matmul(h_prev, params["W_hh"], matmul_dtype))
     return h, (h, RNNResiduals())
 
 
-def rnn_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, *, activation="tanh"):
+def rnn_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, *, activation="tanh",
+                 matmul_dtype=None):
     """Reverse-time sweep of a vanilla RNN layer.
 
     Adjoint equations, with ``g_t`` the gradient arriving at ``h_t`` from above (``d_hiddens[t]``)::
@@ -190,10 +211,10 @@ def rnn_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, *, activation
     def step(dh_from_next, inputs_t):
         g_t, h_t = inputs_t
         da = (g_t + dh_from_next) * act_grad(h_t)
-        return da @ W_hh_T, da
+        return matmul(da, W_hh_T, matmul_dtype), da
 
     d_h0, d_pre = jax.lax.scan(step, d_h_T, (d_hiddens, hiddens), reverse=True)
-    return d_pre, d_h0, {"W_hh": _sum_outer(_previous(h0, hiddens), d_pre)}
+    return d_pre, d_h0, {"W_hh": sum_outer(_previous(h0, hiddens), d_pre, matmul_dtype)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,7 +245,7 @@ def _lstm_gate_affine(hidden_size, dtype):
     return (jnp.concatenate([half, half, one, half]), jnp.concatenate([half, half, zero, half]))
 
 
-def lstm_forward_step(params, carry, xproj_t):
+def lstm_forward_step(params, carry, xproj_t, *, matmul_dtype=None):
     """One LSTM step (the seed equations, no peepholes).
 
     Forward, with ``[a_i, a_f, a_g, a_o] = xproj_t + h_{t-1} W_h`` and ``xproj_t = x_t W_x + b``::
@@ -239,14 +260,16 @@ def lstm_forward_step(params, carry, xproj_t):
     h_prev, c_prev = carry
     hidden_size = h_prev.shape[-1]
     scale, offset = _lstm_gate_affine(hidden_size, h_prev.dtype)
-    gates = scale * jnp.tanh(scale * (xproj_t + h_prev @ params["W_h"])) + offset  # (B, 4H)
+    pre = xproj_t + matmul(h_prev, params["W_h"], matmul_dtype)
+    gates = scale * jnp.tanh(scale * pre) + offset                                   # (B, 4H)
     i, f, g, o = jnp.split(gates, 4, axis=-1)   # split (not slices): its transpose is a concat
     c = f * c_prev + i * g
     h = o * jnp.tanh(c)
     return LSTMState(h, c), (h, LSTMResiduals(gates=gates, cells=c))
 
 
-def lstm_backward(params, carry0, hiddens, residuals, d_hiddens, d_carry_T):
+def lstm_backward(params, carry0, hiddens, residuals, d_hiddens, d_carry_T, *,
+                  matmul_dtype=None):
     """Reverse-time sweep of an LSTM layer.
 
     Adjoint equations (``g_t`` = gradient arriving at ``h_t`` from above, ``*`` elementwise)::
@@ -281,7 +304,7 @@ def lstm_backward(params, carry0, hiddens, residuals, d_hiddens, d_carry_T):
                               dc * c_prev * f * (1 - f),
                               dc * i * (1 - g * g),
                               dh * tanh_c * o * (1 - o)], axis=-1)
-        return (da @ W_h_T, dc * f), da
+        return (matmul(da, W_h_T, matmul_dtype), dc * f), da
 
     # d_pre gets a buffer of its own: the carry dc * f reads the gates row too, outside the
     # computation of da, so writing da over the gates in place would make XLA copy the whole
@@ -289,7 +312,7 @@ def lstm_backward(params, carry0, hiddens, residuals, d_hiddens, d_carry_T):
     (d_h0, d_c0), d_pre = jax.lax.scan(
         step, tuple(d_carry_T), (_time_steps(cells), d_hiddens, residuals.gates, cells),
         reverse=True)
-    grads = {"W_h": _sum_outer(_previous(carry0.hidden, hiddens), d_pre)}
+    grads = {"W_h": sum_outer(_previous(carry0.hidden, hiddens), d_pre, matmul_dtype)}
     return d_pre, LSTMState(d_h0, d_c0), grads
 
 
@@ -305,7 +328,7 @@ def gru_init(key, input_size, hidden_size, recurrent_init="orthogonal", dtype=jn
             "b_h": jnp.zeros((3 * hidden_size,), dtype)}
 
 
-def gru_forward_step(params, h_prev, xproj_t):
+def gru_forward_step(params, h_prev, xproj_t, *, matmul_dtype=None):
     """One GRU step.
 
     Forward, with ``[x_r, x_z, x_n] = xproj_t = x_t W_x + b_x`` and
@@ -321,7 +344,8 @@ def gru_forward_step(params, h_prev, xproj_t):
     """
     hidden_size = h_prev.shape[-1]
     x_rz, x_n = jnp.split(xproj_t, [2 * hidden_size], axis=-1)
-    h_rz, h_n = jnp.split(h_prev @ params["W_h"] + params["b_h"], [2 * hidden_size], axis=-1)
+    h_rz, h_n = jnp.split(matmul(h_prev, params["W_h"], matmul_dtype) + params["b_h"],
+                          [2 * hidden_size], axis=-1)
     # Both sigmoid gates in one tanh over (B, 2H): sigmoid(a) = 0.5 * tanh(a / 2) + 0.5.
     r, z = jnp.split(0.5 * jnp.tanh(0.5 * (x_rz + h_rz)) + 0.5, 2, axis=-1)
     n = jnp.tanh(x_n + r * h_n)
@@ -329,7 +353,7 @@ def gru_forward_step(params, h_prev, xproj_t):
     return h, (h, GRUResiduals(gates=jnp.concatenate([r, z, n], axis=-1), hn=h_n))
 
 
-def gru_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T):
+def gru_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, *, matmul_dtype=None):
     """Reverse-time sweep of a GRU layer.
 
     Adjoint equations (``g_t`` = gradient arriving at ``h_t`` from above)::
@@ -360,7 +384,8 @@ def gru_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T):
         da_z = dh * (h_prev - n) * z * (1 - z)
         da_r = da_n * h_n * r * (1 - r)
         d_gh = jnp.concatenate([da_r, da_z, da_n * r], axis=-1)
-        return dh * z + d_gh @ W_h_T, jnp.concatenate([da_r, da_z, da_n], axis=-1)
+        return (dh * z + matmul(d_gh, W_h_T, matmul_dtype),
+                jnp.concatenate([da_r, da_z, da_n], axis=-1))
 
     d_h0, d_xproj = jax.lax.scan(
         step, d_h_T, (_time_steps(hiddens), d_hiddens, residuals.gates, residuals.hn),
@@ -371,7 +396,8 @@ def gru_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T):
     reset = residuals.gates[..., :hidden_size]
     d_gh = jnp.concatenate([d_xproj[..., :2 * hidden_size],
                             d_xproj[..., 2 * hidden_size:] * reset], axis=-1)
-    grads = {"W_h": _sum_outer(_previous(h0, hiddens), d_gh), "b_h": d_gh.sum(axis=(0, 1))}
+    grads = {"W_h": sum_outer(_previous(h0, hiddens), d_gh, matmul_dtype),
+             "b_h": d_gh.sum(axis=(0, 1))}
     return d_xproj, d_h0, grads
 
 
@@ -383,6 +409,7 @@ class Cell(NamedTuple):
 
     input_weight / input_bias: names of the parameters of the input projection
     ``xproj = x W_x + b_x``, which the unroll hoists out of the recurrence.
+    matmul_dtype: the one bound into the functions (`matmul`); None = the operands' dtype.
     """
 
     name: str
@@ -394,22 +421,27 @@ class Cell(NamedTuple):
     forward_step: Callable
     forward: Callable
     backward: Callable
+    matmul_dtype: str = None
 
 
-def get_cell(arch, activation=None):
-    """The `Cell` for ``arch`` in ("rnn", "lstm", "gru"); ``activation`` applies to "rnn" only."""
+def get_cell(arch, activation=None, matmul_dtype=None):
+    """The `Cell` for ``arch`` in ("rnn", "lstm", "gru"); ``activation`` applies to "rnn" only;
+    ``matmul_dtype`` (None or "bfloat16", see `matmul`) is bound into all its functions."""
     if arch not in ARCHS:
         raise ConfigError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
+    if matmul_dtype not in MATMUL_DTYPES:
+        raise ConfigError(f"matmul_dtype must be None or 'bfloat16', got {matmul_dtype!r}")
     if arch == "rnn":
         activation = "tanh" if activation is None else activation
         if activation not in ACTIVATIONS:
             raise ConfigError(f"unknown activation {activation!r}; choose one of "
                               f"{', '.join(ACTIVATIONS)}")
-        return _rnn_cell(activation)
-    if activation not in (None, "tanh"):
+    elif activation not in (None, "tanh"):
         raise ConfigError(f"activation={activation!r} applies to arch=rnn only; drop it for "
                           f"arch={arch}")
-    return _LSTM if arch == "lstm" else _GRU
+    else:
+        activation = None
+    return _build_cell(arch, activation, matmul_dtype)
 
 
 def _scan_forward(forward_step):
@@ -421,20 +453,29 @@ def _scan_forward(forward_step):
     return forward
 
 
+_CELL_PARTS = {  # arch -> (gates, input weight, input bias, init, zero carry, step, backward)
+    "rnn": (1, "W_xh", "b_h", rnn_init, _zero_hidden, rnn_forward_step, rnn_backward),
+    "lstm": (4, "W_x", "b", lstm_init, _lstm_zero_carry, lstm_forward_step, lstm_backward),
+    "gru": (3, "W_x", "b_x", gru_init, _zero_hidden, gru_forward_step, gru_backward),
+}
+
+
 @functools.lru_cache(maxsize=None)
-def _rnn_cell(activation):
-    forward_step = functools.partial(rnn_forward_step, activation=activation)
-    return Cell("rnn", 1, "W_xh", "b_h", rnn_init, _zero_hidden, forward_step,
-                _scan_forward(forward_step), functools.partial(rnn_backward, activation=activation))
+def _build_cell(arch, activation, matmul_dtype):
+    num_gates, input_weight, input_bias, init, zero_carry, step, backward = _CELL_PARTS[arch]
+    options = {"matmul_dtype": matmul_dtype}
+    if arch == "rnn":
+        options["activation"] = activation
+    forward_step = functools.partial(step, **options)
+    # LSTM and GRU: the gates (the same width as the input projection) overwrite it in place.
+    forward = _scan_forward(forward_step) if arch == "rnn" else _gates_in_place(forward_step)
+    return Cell(arch, num_gates, input_weight, input_bias, init, zero_carry, forward_step,
+                forward, functools.partial(backward, **options), matmul_dtype)
 
 
-# LSTM and GRU: the gates (the same width as the input projection) overwrite it in place.
-lstm_forward = _gates_in_place(lstm_forward_step)
-gru_forward = _gates_in_place(gru_forward_step)
-_LSTM = Cell("lstm", 4, "W_x", "b", lstm_init, _lstm_zero_carry, lstm_forward_step, lstm_forward,
-             lstm_backward)
-_GRU = Cell("gru", 3, "W_x", "b_x", gru_init, _zero_hidden, gru_forward_step, gru_forward,
-            gru_backward)
+# The default cells' whole-window forwards, for direct use.
+lstm_forward = _build_cell("lstm", None, None).forward
+gru_forward = _build_cell("gru", None, None).forward
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,7 +490,7 @@ def project_inputs(cell, params, inputs):
     weight, bias = params[cell.input_weight], params[cell.input_bias]
     if jnp.issubdtype(inputs.dtype, jnp.integer):
         return jnp.take(weight, inputs, axis=0) + bias
-    return inputs @ weight + bias
+    return matmul(inputs, weight, cell.matmul_dtype) + bias
 
 
 def make_step(cell):
@@ -467,9 +508,9 @@ def rnn_step(params, h_prev, x_t, *, activation="tanh"):
 
 def lstm_step(params, carry, x_t):
     """LSTM step on ``x_t: (B, I)``; returns ``(LSTMState(h_t, c_t), h_t)``."""
-    return make_step(_LSTM)(params, carry, x_t)
+    return make_step(get_cell("lstm"))(params, carry, x_t)
 
 
 def gru_step(params, h_prev, x_t):
     """GRU step on ``x_t: (B, I)``; returns ``(h_t, h_t)``."""
-    return make_step(_GRU)(params, h_prev, x_t)
+    return make_step(get_cell("gru"))(params, h_prev, x_t)

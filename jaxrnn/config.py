@@ -29,6 +29,7 @@ class Config:
     recurrent_init: str = "orthogonal"
     dropout: float = 0.25
     dtype: str = "float32"
+    bf16_matmuls: bool = False          # bfloat16 matmul operands, float32 accumulation
     backward: str = "manual"
     # data
     data: str = "tinyshakespeare"       # the default corpus, or a path to any UTF-8 text file
@@ -119,6 +120,9 @@ def validate(config: Config) -> Config:
     _choice(config, "schedule", SCHEDULES)
     _choice(config, "backward", BACKWARDS)
     _choice(config, "dtype", DTYPES)
+    _require(not config.bf16_matmuls or config.dtype == "float32",
+             f"--bf16_matmuls accumulates in float32 and needs --dtype=float32, got "
+             f"--dtype={config.dtype}; drop one of the two")
     for name in ("hidden_size", "num_layers", "batch_size", "seq_len", "num_steps",
                  "steps_per_call", "eval_every", "eval_batch_size", "sample_length", "log_every"):
         value = getattr(config, name)

@@ -15,7 +15,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxrnn.cells import get_cell, project_inputs
+from jaxrnn.cells import get_cell, matmul, project_inputs, sum_outer
 from jaxrnn.errors import ConfigError
 from jaxrnn.unroll import BACKWARDS, reference_unroll, stack_backward, stack_forward
 
@@ -28,15 +28,15 @@ def _check_sizes(vocab_size, hidden_size, num_layers):
 
 
 def init_params(key, arch, vocab_size, hidden_size, num_layers=1, *, dtype=jnp.float32,
-                recurrent_init="orthogonal", activation=None):
+                recurrent_init="orthogonal", activation=None, matmul_dtype=None):
     """Initial parameters of an ``arch`` language model (see the module docstring for names).
 
     Cell initialisers are documented in `jaxrnn.cells`; the output projection is Glorot normal
-    with a zero bias. ``activation`` is accepted (and checked) so that the same ``**cell_options``
-    can be passed here and to `loss_fn`.
+    with a zero bias. ``activation`` and ``matmul_dtype`` are accepted (and checked) so that the
+    same ``**cell_options`` can be passed here and to `loss_fn`.
     """
     _check_sizes(vocab_size, hidden_size, num_layers)
-    cell = get_cell(arch, activation)
+    cell = get_cell(arch, activation, matmul_dtype)
     keys = jax.random.split(key, num_layers + 1)
     layers = [cell.init(keys[index], vocab_size if index == 0 else hidden_size, hidden_size,
                         recurrent_init, dtype) for index in range(num_layers)]
@@ -74,9 +74,10 @@ def make_dropout_masks(key, rate, num_layers, shape, dtype):
 # ---------------------------------------------------------------------------------------------
 # Output layer: logits, cross-entropy and its hand-written gradient
 # ---------------------------------------------------------------------------------------------
-def _log_probs(params, outputs):
+def _log_probs(params, outputs, matmul_dtype=None):
     """outputs: (T, B, H) -> log-softmax of the logits, (T, B, V)."""
-    return jax.nn.log_softmax(outputs @ params["W_hy"] + params["b_y"], axis=-1)
+    return jax.nn.log_softmax(matmul(outputs, params["W_hy"], matmul_dtype) + params["b_y"],
+                              axis=-1)
 
 
 def _mean_nll(log_probs, targets):
@@ -84,7 +85,7 @@ def _mean_nll(log_probs, targets):
     return -jnp.take_along_axis(log_probs, targets[..., None], axis=-1).mean()
 
 
-def _head_backward(params, outputs, log_probs, targets, d_loss):
+def _head_backward(params, outputs, log_probs, targets, d_loss, matmul_dtype=None):
     """Gradient of the mean cross-entropy through the output projection.
 
     With ``p = softmax(y)``, ``y = h W_hy + b_y`` over all ``N = T*B`` rows::
@@ -98,37 +99,39 @@ def _head_backward(params, outputs, log_probs, targets, d_loss):
     vocab_size = log_probs.shape[-1]
     onehot = jax.nn.one_hot(targets, vocab_size, dtype=log_probs.dtype)
     d_logits = (jnp.exp(log_probs) - onehot) * (d_loss / num_rows)
-    grads = {"W_hy": jnp.tensordot(outputs, d_logits, axes=((0, 1), (0, 1))),
+    grads = {"W_hy": sum_outer(outputs, d_logits, matmul_dtype),
              "b_y": d_logits.sum(axis=(0, 1))}
-    return grads, d_logits @ params["W_hy"].T
+    return grads, matmul(d_logits, params["W_hy"].T, matmul_dtype)
 
 
 # ---------------------------------------------------------------------------------------------
 # The manual loss: one custom_vjp over the whole model
 # ---------------------------------------------------------------------------------------------
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _manual_loss(arch, activation, params, inputs, targets, state, masks):
-    loss, final_state = _manual_loss_fwd(arch, activation, params, inputs, targets, state,
-                                         masks)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _manual_loss(arch, activation, matmul_dtype, params, inputs, targets, state, masks):
+    loss, final_state = _manual_loss_fwd(arch, activation, matmul_dtype, params, inputs, targets,
+                                         state, masks)[0]
     return loss, final_state
 
 
-def _manual_loss_fwd(arch, activation, params, inputs, targets, state, masks):
+def _manual_loss_fwd(arch, activation, matmul_dtype, params, inputs, targets, state, masks):
     # fwd: (params, inputs (T,B), targets (T,B), state, masks) -> ((loss, final_state), saved)
-    cell = get_cell(arch, activation)
+    cell = get_cell(arch, activation, matmul_dtype)
     outputs, final_state, residuals = stack_forward(cell, params["layers"], inputs, state, masks)
-    log_probs = _log_probs(params, outputs)
+    log_probs = _log_probs(params, outputs, matmul_dtype)
     loss = _mean_nll(log_probs, targets)
     return (loss, final_state), (params, targets, masks, outputs, log_probs, residuals)
 
 
-def _manual_loss_bwd(arch, activation, saved, cotangents):
+def _manual_loss_bwd(arch, activation, matmul_dtype, saved, cotangents):
     # bwd: (saved, (d_loss, d_final_state)) -> (d_params, None, None, d_state0, d_masks)
     params, targets, masks, outputs, log_probs, residuals = saved
     d_loss, d_final_state = cotangents
-    head_grads, d_outputs = _head_backward(params, outputs, log_probs, targets, d_loss)
+    head_grads, d_outputs = _head_backward(params, outputs, log_probs, targets, d_loss,
+                                           matmul_dtype)
     layer_grads, _, d_state0, d_masks = stack_backward(
-        get_cell(arch, activation), params["layers"], residuals, masks, d_outputs, d_final_state)
+        get_cell(arch, activation, matmul_dtype), params["layers"], residuals, masks, d_outputs,
+        d_final_state)
     # Integer inputs and targets have no cotangent: None is JAX's symbolic zero here.
     return {"layers": layer_grads, **head_grads}, None, None, d_state0, d_masks
 
@@ -138,11 +141,11 @@ _manual_loss.defvjp(_manual_loss_fwd, _manual_loss_bwd)
 
 def _autodiff_loss(cell, params, inputs, targets, state, masks):
     outputs, final_state = reference_unroll(cell, params["layers"], inputs, state, masks)
-    return _mean_nll(_log_probs(params, outputs), targets), final_state
+    return _mean_nll(_log_probs(params, outputs, cell.matmul_dtype), targets), final_state
 
 
 def loss_fn(params, inputs, targets, state=None, *, arch, backward="manual", dropout=0.0,
-            dropout_key=None, activation=None, recurrent_init=None):
+            dropout_key=None, activation=None, recurrent_init=None, matmul_dtype=None):
     """Mean cross-entropy in nats per character and the final state.
 
     Args:
@@ -154,10 +157,12 @@ def loss_fn(params, inputs, targets, state=None, *, arch, backward="manual", dro
       backward: "manual" (hand-written BPTT, `jax.custom_vjp`) or "autodiff" (`jax.grad` of the
         plain scan). Forward values are identical.
       dropout, dropout_key: inverted dropout on the non-recurrent connections (training only).
+      matmul_dtype: None, or "bfloat16": every matrix product (forward and backward, both modes)
+        with bfloat16 operands and float32 accumulation (`jaxrnn.cells.matmul`).
     Returns: ``(loss scalar, final_state)``; use ``jax.value_and_grad(loss_fn, has_aux=True)``.
     """
     del recurrent_init
-    cell = get_cell(arch, activation)
+    cell = get_cell(arch, activation, matmul_dtype)
     inputs, targets = jnp.asarray(inputs).T, jnp.asarray(targets).T       # (T, B), time-major
     dtype = params["W_hy"].dtype
     if state is None:
@@ -171,7 +176,8 @@ def loss_fn(params, inputs, targets, state=None, *, arch, backward="manual", dro
         masks = make_dropout_masks(dropout_key, dropout, len(params["layers"]),
                                    (*inputs.shape, hidden_size_of(params)), dtype)
     if backward == "manual":
-        return _manual_loss(arch, activation, params, inputs, targets, state, masks)
+        return _manual_loss(arch, activation, matmul_dtype, params, inputs, targets, state,
+                            masks)
     if backward == "autodiff":
         return _autodiff_loss(cell, params, inputs, targets, state, masks)
     raise ConfigError(f"backward must be one of {', '.join(BACKWARDS)}, got {backward!r}")
@@ -180,23 +186,23 @@ def loss_fn(params, inputs, targets, state=None, *, arch, backward="manual", dro
 # ---------------------------------------------------------------------------------------------
 # Inference helpers (evaluation and sampling)
 # ---------------------------------------------------------------------------------------------
-def forward_log_probs(params, inputs, state=None, *, arch, activation=None):
+def forward_log_probs(params, inputs, state=None, *, arch, activation=None, matmul_dtype=None):
     """inputs: (B, T) int32 -> ``(log_probs (B, T, V), final_state)``; no dropout."""
-    cell = get_cell(arch, activation)
+    cell = get_cell(arch, activation, matmul_dtype)
     inputs = jnp.asarray(inputs).T
     if state is None:
         state = init_state(arch, inputs.shape[1], hidden_size_of(params), len(params["layers"]),
                            params["W_hy"].dtype)
     outputs, final_state, _ = stack_forward(cell, params["layers"], inputs, tuple(state))
-    return jnp.swapaxes(_log_probs(params, outputs), 0, 1), final_state
+    return jnp.swapaxes(_log_probs(params, outputs, matmul_dtype), 0, 1), final_state
 
 
-def model_step(params, state, ids, *, arch, activation=None):
+def model_step(params, state, ids, *, arch, activation=None, matmul_dtype=None):
     """One character for every stream: ids (B,) int32 -> ``(state, logits (B, V))``."""
-    cell = get_cell(arch, activation)
+    cell = get_cell(arch, activation, matmul_dtype)
     x, new_state = ids, []
     for params_layer, carry in zip(params["layers"], state):
         carry, (x, _) = cell.forward_step(params_layer, carry,
                                           project_inputs(cell, params_layer, x))
         new_state.append(carry)
-    return tuple(new_state), x @ params["W_hy"] + params["b_y"]
+    return tuple(new_state), matmul(x, params["W_hy"], matmul_dtype) + params["b_y"]

@@ -32,8 +32,10 @@ LN2 = math.log(2.0)
 
 
 def cell_options(config):
-    """The cell keyword arguments of ``config``: the activation for arch=rnn, none otherwise."""
-    return {"activation": config.activation if config.arch == "rnn" else None}
+    """The cell keyword arguments of ``config``: the activation (arch=rnn only) and the matmul
+    dtype ("bfloat16" with --bf16_matmuls, else None)."""
+    return {"activation": config.activation if config.arch == "rnn" else None,
+            "matmul_dtype": "bfloat16" if config.bf16_matmuls else None}
 
 
 def dtype_of(config):

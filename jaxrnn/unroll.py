@@ -26,7 +26,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxrnn.cells import get_cell, make_step, project_inputs
+from jaxrnn.cells import get_cell, make_step, matmul, project_inputs, sum_outer
 from jaxrnn.errors import ConfigError
 from jaxrnn.types import LayerResiduals
 
@@ -93,8 +93,8 @@ def layer_backward(cell, params, residuals, d_hiddens, d_carry_T):
         grads[cell.input_weight] = jnp.zeros_like(weight).at[residuals.inputs].add(d_xproj)
         d_inputs = None
     else:
-        grads[cell.input_weight] = jnp.tensordot(residuals.inputs, d_xproj, axes=((0, 1), (0, 1)))
-        d_inputs = d_xproj @ weight.T
+        grads[cell.input_weight] = sum_outer(residuals.inputs, d_xproj, cell.matmul_dtype)
+        d_inputs = matmul(d_xproj, weight.T, cell.matmul_dtype)
     return grads, d_inputs, d_carry0
 
 
@@ -138,31 +138,35 @@ def stack_backward(cell, layers, residuals, masks, d_outputs, d_final_state):
 # ---------------------------------------------------------------------------------------------
 # custom_vjp over a stack unroll of float inputs
 # ---------------------------------------------------------------------------------------------
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _manual_unroll(arch, activation, layers, xs, state):
-    outputs, final_state, _ = stack_forward(get_cell(arch, activation), layers, xs, state)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _manual_unroll(arch, activation, matmul_dtype, layers, xs, state):
+    cell = get_cell(arch, activation, matmul_dtype)
+    outputs, final_state, _ = stack_forward(cell, layers, xs, state)
     return outputs, final_state
 
 
-def _manual_unroll_fwd(arch, activation, layers, xs, state):
+def _manual_unroll_fwd(arch, activation, matmul_dtype, layers, xs, state):
     # fwd: (layers, xs, state) -> ((outputs, final_state), (layers, residuals))
-    outputs, final_state, residuals = stack_forward(get_cell(arch, activation), layers, xs, state)
+    cell = get_cell(arch, activation, matmul_dtype)
+    outputs, final_state, residuals = stack_forward(cell, layers, xs, state)
     return (outputs, final_state), (layers, residuals)
 
 
-def _manual_unroll_bwd(arch, activation, saved, cotangents):
+def _manual_unroll_bwd(arch, activation, matmul_dtype, saved, cotangents):
     # bwd: ((layers, residuals), (d_outputs, d_final_state)) -> (d_layers, d_xs, d_state)
     layers, residuals = saved
     d_outputs, d_final_state = cotangents
     layer_grads, d_xs, d_state0, _ = stack_backward(
-        get_cell(arch, activation), layers, residuals, None, d_outputs, d_final_state)
+        get_cell(arch, activation, matmul_dtype), layers, residuals, None, d_outputs,
+        d_final_state)
     return layer_grads, d_xs, d_state0
 
 
 _manual_unroll.defvjp(_manual_unroll_fwd, _manual_unroll_bwd)
 
 
-def unroll(layers, xs, state=None, *, arch, backward="manual", activation=None):
+def unroll(layers, xs, state=None, *, arch, backward="manual", activation=None,
+           matmul_dtype=None):
     """Run stacked cells over float inputs.
 
     Args:
@@ -171,14 +175,16 @@ def unroll(layers, xs, state=None, *, arch, backward="manual", activation=None):
       state: tuple of L carries, or None for zeros.
       arch: "rnn" | "lstm" | "gru"; activation: for "rnn" only (tanh, relu, sigmoid, identity).
       backward: "manual" (hand-written BPTT via custom_vjp) or "autodiff" (JAX differentiates).
+      matmul_dtype: None, or "bfloat16" for bfloat16 matmuls with float32 accumulation
+        (`jaxrnn.cells.matmul`).
     Returns: ``(hiddens (T, B, H) of the top layer, final_state)``.
     """
-    cell = get_cell(arch, activation)
+    cell = get_cell(arch, activation, matmul_dtype)
     if state is None:
         hidden_size = layers[0][cell.input_weight].shape[1] // cell.num_gates
         state = tuple(cell.zero_carry(xs.shape[1], hidden_size, xs.dtype) for _ in layers)
     if backward == "manual":
-        return _manual_unroll(arch, activation, list(layers), xs, tuple(state))
+        return _manual_unroll(arch, activation, matmul_dtype, list(layers), xs, tuple(state))
     if backward == "autodiff":
         return reference_unroll(cell, layers, xs, tuple(state))
     raise ConfigError(f"backward must be one of {', '.join(BACKWARDS)}, got {backward!r}")

@@ -192,3 +192,48 @@ def test_manual_path_has_no_automatic_differentiation():
         found += [alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
                   for alias in node.names if alias.name in forbidden]
         assert not found, f"{module.__name__} uses {found}"
+
+
+# ---------------------------------------------------------------------------------------------
+# bfloat16 matmuls with float32 accumulation (matmul_dtype="bfloat16")
+# ---------------------------------------------------------------------------------------------
+def test_matmul_rounds_both_operands_to_bfloat16_and_accumulates_in_float32():
+    a = jax.random.normal(jax.random.key(0), (4, 64), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (64, 3), jnp.float32)
+    rounded = (a.astype(jnp.bfloat16).astype(jnp.float32)
+               @ b.astype(jnp.bfloat16).astype(jnp.float32))
+    product = cells.matmul(a, b, "bfloat16")
+    assert product.dtype == jnp.float32
+    np.testing.assert_allclose(product, rounded, rtol=1e-5, atol=1e-5)
+    assert np.abs(product - a @ b).max() > 1e-3       # the rounding happened
+    np.testing.assert_array_equal(cells.matmul(a, b), a @ b)
+
+
+@pytest.mark.parametrize("arch,activation", [("rnn", "tanh"), ("lstm", None), ("gru", None)])
+def test_bf16_matmul_manual_gradient_agrees_with_autodiff(arch, activation):
+    """Both backwards differentiate the same bfloat16-matmul forward (identical losses); they
+    round different cotangents to bfloat16, so they agree to a few bfloat16 epsilons (2^-8),
+    and both move away from the float32 gradient by about as much."""
+    params, inputs, targets, state = _problem(arch, activation, 2, True, jnp.float32)
+    results = {}
+    for backward in ("manual", "autodiff"):
+        for matmul_dtype in (None, "bfloat16"):
+            def loss(p, s):
+                return jaxrnn.loss_fn(p, inputs, targets, s, arch=arch, backward=backward,
+                                      activation=activation, matmul_dtype=matmul_dtype)[0]
+            value, grads = jax.value_and_grad(loss, argnums=(0, 1))(params, state)
+            results[backward, matmul_dtype] = (float(value), _flat(grads))
+    assert results["manual", "bfloat16"][0] == results["autodiff", "bfloat16"][0]
+    assert results["manual", "bfloat16"][0] != results["manual", None][0]
+    manual, autodiff = results["manual", "bfloat16"][1], results["autodiff", "bfloat16"][1]
+    exact = results["autodiff", None][1]
+    assert _rel(manual, autodiff) < 2e-2
+    assert 1e-4 < _rel(manual, exact) < 3e-2
+
+
+def _flat(tree):
+    return np.concatenate([np.ravel(np.asarray(leaf, np.float64)) for leaf in jax.tree.leaves(tree)])
+
+
+def _rel(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))

@@ -41,6 +41,15 @@ def test_optimizers_and_schedules_reduce_the_loss(tmp_path, small_text, optimize
     assert summary["test"]["bpc"] == pytest.approx(summary["test"]["loss"] / np.log(2))
 
 
+def test_bf16_matmuls_train_and_log_the_option(tmp_path, small_text):
+    config = _config(tmp_path, small_text, bf16_matmuls=True, learning_rate=0.01, num_steps=30,
+                     steps_per_call=30, eval_every=30, log_every=30)
+    summary = loop.train(config, log=_quiet)
+    assert summary["test"]["loss"] < np.log(len(set(small_text)))
+    saved = checkpoint.read_metadata(tmp_path / "run" / "checkpoint")["config"]
+    assert saved["bf16_matmuls"] is True
+
+
 @pytest.mark.parametrize("schedule,end", [("constant", 1.0), ("cosine", 0.1),
                                           ("exponential", 0.5)])
 def test_schedules_warm_up_then_decay(schedule, end):
@@ -137,6 +146,7 @@ def test_resume_without_checkpoint_says_so(tmp_path, small_text):
     ({"dropout": 1.0}, "--dropout must be in"),
     ({"split": (0.5, 0.5, 0.5)}, "--split must be three positive fractions"),
     ({"backward": "numeric"}, "unknown backward"),
+    ({"bf16_matmuls": True, "dtype": "float64"}, "--bf16_matmuls accumulates in float32"),
 ])
 def test_invalid_config_values(overrides, message):
     with pytest.raises(ConfigError, match=message):
