@@ -6,6 +6,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from benchmarks import common
 
@@ -47,3 +48,18 @@ def test_throughput_writes_its_record(tmp_path):
         assert len(rnn[mode]["minor_faults_blocks"]) == 2
     assert len(rnn["speedup"]["blocks"]) == 2
     assert "GLIBC_TUNABLES" in record["environment"]
+
+
+def test_kernels_reads_xla_trace(tmp_path):
+    if not hasattr(jax.profiler, "ProfileData"):
+        pytest.skip("this jax has no jax.profiler.ProfileData")
+    path = tmp_path / "kernels.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.kernels", "--archs=lstm", "--modes=manual",
+         "--hidden_size=8", "--seq_len=5", "--batch_size=4", "--calls=2", f"--json={path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    kernels = json.loads(path.read_text())["results"]["lstm manual"]["kernels"]
+    # The recurrence shows up as kernels that ran once per time step (T = 5).
+    assert any(runs == 5 for _, runs in kernels.values())
+    assert sum(ms for ms, _ in kernels.values()) > 0
