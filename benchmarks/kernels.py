@@ -62,6 +62,10 @@ def kernel_times(fn, calls):
 
 def main(argv):
     del argv
+    if getattr(jax.profiler, "ProfileData", None) is None:
+        raise app.UsageError(f"jax {jax.__version__} cannot read its traces back "
+                             "(no jax.profiler.ProfileData); use a newer jax, e.g. the pinned "
+                             "0.10.2 on Python >= 3.11")
     archs = common.checked_archs(FLAGS.archs)
     modes = common.checked_modes(FLAGS.modes)
     cfg = common.config_from_flags()
