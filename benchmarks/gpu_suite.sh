@@ -3,8 +3,10 @@
 # GPU, JAX with CUDA, optax, absl-py, pytest and, for the cuDNN peer, PyTorch:
 #   bash benchmarks/gpu_suite.sh OUT_DIR                 # every part
 #   PARTS="tests loop" bash benchmarks/gpu_suite.sh OUT_DIR
-# Parts: env tests f32 torch bf16 wide loop precision. Each writes its JSON into OUT_DIR and
-# prints its table; one failing part does not stop the others.
+# Parts: env tests f32 torch bf16 wide loop precision (the default set), and train (the main job
+# three ways: manual, autodiff, bf16 matmuls; set JAXRNN_DATA_DIR to a folder holding
+# tinyshakespeare.txt). Each writes into OUT_DIR and prints its table; one failing part does not
+# stop the others.
 set -u
 out=${1:-gpu_results}
 mkdir -p "$out"
@@ -47,6 +49,20 @@ EOF
     precision)   # true float32 matmuls instead of JAX's TF32 default
       JAX_DEFAULT_MATMUL_PRECISION=highest tp --configs=default,wide --archs=lstm \
           --json="$out/jax_highest.json" ;;
+    train)   # the main job (make train's defaults), three ways; needs JAXRNN_DATA_DIR
+      for variant in manual autodiff bf16; do
+        case $variant in manual) extra="" ;; autodiff) extra="--backward=autodiff" ;;
+                         bf16) extra="--bf16_matmuls" ;; esac
+        echo "--- python -m experiments.train --output_dir=/tmp/run_$variant $extra"
+        start=$(date +%s.%N)
+        $py -m experiments.train --output_dir="/tmp/run_$variant" $extra 2>&1 \
+            | grep -v "^[IW][0-9]" > "$out/train_$variant.txt"
+        end=$(date +%s.%N)
+        tail -3 "$out/train_$variant.txt"
+        echo "wall $($py -c "print(round($end - $start, 1))") s"
+      done
+      $py -m experiments.sample --checkpoint=/tmp/run_manual/checkpoint --prime="ROMEO:" \
+          --temperature=0.8 --top_p=0.9 --length=300 --seed=0 2>&1 | grep -v "^[IW][0-9]" ;;
     *) echo "unknown part $part" ;;
   esac
 done
