@@ -144,9 +144,10 @@ def _previous_row(sequence, t, first):
 
 
 def matmul(a, b, matmul_dtype=None):
-    """``a @ b``, or with ``matmul_dtype="bfloat16"`` the product of the operands rounded to
-    bfloat16, accumulated in ``a``'s dtype (``preferred_element_type``): bfloat16 matmuls with
-    float32 accumulation. Everything outside the matrix products stays in ``a``'s dtype."""
+    """``a @ b`` for a: (..., K), b: (K, N) -> (..., N); with ``matmul_dtype="bfloat16"`` the
+    product of the operands rounded to bfloat16, accumulated in ``a``'s dtype
+    (``preferred_element_type``): bfloat16 matmuls with float32 accumulation. Everything outside
+    the matrix products stays in ``a``'s dtype."""
     if matmul_dtype is None:
         return a @ b
     return jnp.matmul(a.astype(matmul_dtype), b.astype(matmul_dtype),
