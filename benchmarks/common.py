@@ -44,9 +44,14 @@ def define_model_flags(*, training=True):
     flags.DEFINE_integer("vocab_size", 65, "V: vocabulary size (65 = tiny-shakespeare).")
     flags.DEFINE_integer("num_layers", 1, "L: stacked recurrent layers.")
     flags.DEFINE_enum("dtype", "float32", DTYPES, "Parameter and activation dtype.")
+    flags.DEFINE_integer("seed", 0, "Seed of the parameters and of the random token windows.")
+
+
+def define_bf16_flag():
+    """--bf16_matmuls, for the launchers whose measurement runs `jaxrnn.loss_fn` with it
+    (throughput, memory, kernels); the others measure float32 matrix products only."""
     flags.DEFINE_bool("bf16_matmuls", False, "bfloat16 matmul operands with float32 accumulation "
                       "(jaxrnn.cells.matmul), in both backward modes.")
-    flags.DEFINE_integer("seed", 0, "Seed of the parameters and of the random token windows.")
 
 
 def define_timing_flags(*, warmup=3, steps=10, repeats=5):
@@ -101,8 +106,10 @@ def resolve_dtype(name):
 
 
 def config_from_flags(**overrides):
-    """The `ModelConfig` given by the model flags, with ``overrides`` applied."""
-    values = {f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(ModelConfig)}
+    """The `ModelConfig` given by the model flags, with ``overrides`` applied (a field whose flag
+    this launcher does not define keeps its default)."""
+    values = {f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(ModelConfig)
+              if f.name in FLAGS}
     return ModelConfig(**{**values, **overrides})
 
 

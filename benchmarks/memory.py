@@ -41,6 +41,7 @@ MIB = 2.0 ** 20
 
 def define_flags():
     common.define_model_flags()
+    common.define_bf16_flag()
     common.define_json_flag()
     flags.DEFINE_list("modes", list(BACKWARDS), "Backward modes: manual and/or autodiff.")
     flags.DEFINE_string("worker", None, "Internal: run one 'arch:mode' measurement in this "

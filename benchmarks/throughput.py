@@ -42,6 +42,7 @@ CONFIGS = {"default": {}, "big": {"hidden_size": 512, "num_layers": 2},
 
 def define_flags():
     common.define_model_flags()
+    common.define_bf16_flag()
     common.define_timing_flags()
     common.define_json_flag()
     roofline.define_roofline_flags()
@@ -121,6 +122,9 @@ def main(argv):
     del argv
     archs = common.checked_archs(FLAGS.archs)
     modes = common.checked_modes(FLAGS.modes)
+    if FLAGS.bf16_matmuls and (FLAGS.measure_roofline or FLAGS.roofline_gflops):
+        raise app.UsageError("the roofline is measured with float32 GEMMs; drop "
+                             "--measure_roofline/--roofline_gflops with --bf16_matmuls")
     unknown = [c for c in FLAGS.configs if c not in CONFIGS]
     if unknown:
         raise app.UsageError(f"unknown config(s) {unknown}; choose from {', '.join(CONFIGS)}")
