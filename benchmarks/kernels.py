@@ -20,6 +20,7 @@ if "xla_cpu_enable_xprof_traceme" not in os.environ.get("XLA_FLAGS", ""):
 
 import collections  # noqa: E402  (XLA_FLAGS must be set before JAX starts)
 import glob  # noqa: E402
+import re  # noqa: E402
 import tempfile  # noqa: E402
 
 import jax  # noqa: E402
@@ -29,18 +30,25 @@ import jaxrnn  # noqa: E402
 from benchmarks import common, sysinfo  # noqa: E402
 
 common.define_model_flags()
+common.define_bf16_flag()
 common.define_json_flag()
 flags.DEFINE_list("modes", ["manual", "autodiff"], "Backward modes to trace.")
 flags.DEFINE_integer("calls", 5, "Traced calls; times are per call.")
 flags.DEFINE_integer("top", 25, "Kernels to print per mode.")
 FLAGS = flags.FLAGS
 
-# Trace events that are not kernels: executor bookkeeping, waits, Python frames.
-_NOT_KERNELS = ("ThunkExecutor", "SlinkyThreadPool", "$", "block_until_ready")
+def kernel_names(hlo_text):
+    """The instructions of an optimized HLO module that run as kernels: every named instruction
+    except the loops and calls, whose trace events span the kernels inside them."""
+    names = set(re.findall(r"%([\w.\-]+) = ", hlo_text))
+    containers = set(re.findall(r"%([\w.\-]+) = [^\n]* (?:while|conditional|call)\(", hlo_text))
+    return names - containers
 
 
-def kernel_times(fn, calls):
-    """{kernel name: (ms per call, runs per call)} of ``calls`` traced calls of ``fn``."""
+def kernel_times(fn, calls, kernels):
+    """{kernel name: (ms per call, runs per call)} of ``calls`` traced calls of ``fn``, counting
+    the trace events named in ``kernels`` (`kernel_names`); the runtime's other events
+    (dispatch, executor bookkeeping, waits) are left out."""
     jax.block_until_ready(fn())
     with tempfile.TemporaryDirectory() as folder:
         with jax.profiler.trace(folder):
@@ -54,7 +62,7 @@ def kernel_times(fn, calls):
             if line.name == "python":
                 continue
             for event in line.events:
-                if not event.name.startswith(_NOT_KERNELS):
+                if event.name in kernels:
                     totals[event.name][0] += event.duration_ns
                     totals[event.name][1] += 1
     return {name: (ns / 1e6 / calls, count / calls) for name, (ns, count) in totals.items()}
@@ -82,7 +90,8 @@ def main(argv):
             faults0 = sysinfo.minor_page_faults()
             jax.block_until_ready(grad(params))
             faults = sysinfo.minor_page_faults() - faults0
-            times = kernel_times(lambda: grad(params), FLAGS.calls)
+            kernels = kernel_names(grad.lower(params).compile().as_text())
+            times = kernel_times(lambda: grad(params), FLAGS.calls, kernels)
             total = sum(ms for ms, _ in times.values())
             print(f"\n{arch} {mode}: B={cfg.batch_size} T={cfg.seq_len} H={cfg.hidden_size}; "
                   f"kernel time {total:.1f} ms per call (all threads); {faults:,} minor page "
