@@ -23,7 +23,8 @@ Row-vector convention, shapes per `jaxrnn.types`: ``x_t: (B, I)``, ``h_t: (B, H)
 ``W_h: (H, G)`` with ``G = k*H`` for a cell with ``k`` gate blocks.
 
 The backward functions contain no automatic differentiation: each is a reverse ``lax.scan`` that
-carries ``dh`` (and ``dc``) back through time and emits the pre-activation gradients ``d_xproj``;
+carries ``dh`` (and ``dc``) back through time and writes the pre-activation gradients ``d_xproj``
+over a buffer the forward filled and the sweep no longer needs (`_reverse_scan_in_place`);
 the weight gradients are then single large GEMMs over all ``N = T*B`` rows, e.g.
 ``dW_h = H_prev^T @ dPre`` with ``H_prev = [h_0, ..., h_{T-1}]``. The derivations are in
 BUILD_NOTES.md, section "Hand-written BPTT".
@@ -112,6 +113,32 @@ def _scan_in_place(step, carry, buffer, xs=None):
         return (carry, jax.lax.dynamic_update_index_in_dim(buffer, new_buffer_t, t, 0)), ys_t
 
     (carry, buffer), ys = jax.lax.scan(body, (carry, buffer), (_time_steps(buffer), xs))
+    return carry, buffer, ys
+
+
+def _reverse_scan_in_place(step, carry, buffer, xs):
+    """A reverse-time ``lax.scan`` that replaces row ``t`` of ``buffer: (T, ...)`` by its gradient.
+
+    ``step(carry, buffer_t, t, xs_t) -> (carry, new_buffer_t, ys_t)``. The backward sweeps write their
+    ``(T, B, G)`` pre-activation gradients over the forward's gates, which are dead once read, so
+    the sweep allocates (and zero-fills) no second ``(T, B, G)`` array. Row ``t`` is read one
+    iteration early: each iteration writes its row and then reads the next one (``t - 1``) from
+    the updated buffer into the carry, so the buffer's one reader follows its one writer and XLA
+    updates it in place however many element-wise kernels (and carries) use the row. Reading
+    row ``t`` in the iteration that overwrites it would make XLA copy the whole buffer every step
+    whenever a kernel that does not feed the new row (the LSTM's ``dc * f`` carry) reads it.
+    Returns ``(carry, buffer, ys)``.
+    """
+    def body(state, inputs):
+        carry, buffer_t, buffer = state
+        t, xs_t = inputs
+        carry, new_buffer_t, ys_t = step(carry, buffer_t, t, xs_t)
+        buffer = jax.lax.dynamic_update_index_in_dim(buffer, new_buffer_t, t, 0)
+        buffer_t = jax.lax.dynamic_index_in_dim(buffer, jnp.maximum(t - 1, 0), keepdims=False)
+        return (carry, buffer_t, buffer), ys_t
+
+    (carry, _, buffer), ys = jax.lax.scan(body, (carry, buffer[-1], buffer),
+                                          (_time_steps(buffer), xs), reverse=True)
     return carry, buffer, ys
 
 
@@ -209,12 +236,13 @@ def rnn_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, *, activation
     _, act_grad = ACTIVATIONS[activation]
     W_hh_T = params["W_hh"].T
 
-    def step(dh_from_next, inputs_t):
-        g_t, h_t = inputs_t
+    def step(dh_from_next, g_t, t, h_t):
+        del t
         da = (g_t + dh_from_next) * act_grad(h_t)
-        return matmul(da, W_hh_T, matmul_dtype), da
+        return matmul(da, W_hh_T, matmul_dtype), da, None
 
-    d_h0, d_pre = jax.lax.scan(step, d_h_T, (d_hiddens, hiddens), reverse=True)
+    # da is written over d_hiddens row by row (`_reverse_scan_in_place`).
+    d_h0, d_pre, _ = _reverse_scan_in_place(step, d_h_T, d_hiddens, hiddens)
     return d_pre, d_h0, {"W_hh": sum_outer(_previous(h0, hiddens), d_pre, matmul_dtype)}
 
 
@@ -293,9 +321,9 @@ def lstm_backward(params, carry0, hiddens, residuals, d_hiddens, d_carry_T, *,
     W_h_T = params["W_h"].T
     cells = residuals.cells
 
-    def step(carry, inputs_t):
+    def step(carry, gates, t, inputs_t):
         dh_from_next, dc_from_next = carry
-        t, g_t, gates, c = inputs_t
+        g_t, c = inputs_t
         c_prev = _previous_row(cells, t, carry0.cell)
         i, f, g, o = jnp.split(gates, 4, axis=-1)
         dh = g_t + dh_from_next
@@ -305,14 +333,11 @@ def lstm_backward(params, carry0, hiddens, residuals, d_hiddens, d_carry_T, *,
                               dc * c_prev * f * (1 - f),
                               dc * i * (1 - g * g),
                               dh * tanh_c * o * (1 - o)], axis=-1)
-        return (matmul(da, W_h_T, matmul_dtype), dc * f), da
+        return (matmul(da, W_h_T, matmul_dtype), dc * f), da, None
 
-    # d_pre gets a buffer of its own: the carry dc * f reads the gates row too, outside the
-    # computation of da, so writing da over the gates in place would make XLA copy the whole
-    # buffer every step to keep that row readable (measured: 2.7x slower).
-    (d_h0, d_c0), d_pre = jax.lax.scan(
-        step, tuple(d_carry_T), (_time_steps(cells), d_hiddens, residuals.gates, cells),
-        reverse=True)
+    # da is written over the gates row by row (`_reverse_scan_in_place`).
+    (d_h0, d_c0), d_pre, _ = _reverse_scan_in_place(
+        step, tuple(d_carry_T), residuals.gates, (d_hiddens, cells))
     grads = {"W_h": sum_outer(_previous(carry0.hidden, hiddens), d_pre, matmul_dtype)}
     return d_pre, LSTMState(d_h0, d_c0), grads
 
@@ -376,8 +401,8 @@ def gru_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, *, matmul_dty
     """
     W_h_T = params["W_h"].T
 
-    def step(dh_from_next, inputs_t):
-        t, g_t, gates, h_n = inputs_t
+    def step(dh_from_next, gates, t, inputs_t):
+        g_t, h_n = inputs_t
         h_prev = _previous_row(hiddens, t, h0)
         r, z, n = jnp.split(gates, 3, axis=-1)
         dh = g_t + dh_from_next
@@ -386,17 +411,15 @@ def gru_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, *, matmul_dty
         da_r = da_n * h_n * r * (1 - r)
         d_gh = jnp.concatenate([da_r, da_z, da_n * r], axis=-1)
         return (dh * z + matmul(d_gh, W_h_T, matmul_dtype),
-                jnp.concatenate([da_r, da_z, da_n], axis=-1))
+                jnp.concatenate([da_r, da_z, da_n], axis=-1), da_n * r)
 
-    d_h0, d_xproj = jax.lax.scan(
-        step, d_h_T, (_time_steps(hiddens), d_hiddens, residuals.gates, residuals.hn),
-        reverse=True)
-    # dgh differs from dxproj only in the n block, which it holds multiplied by r: one vectorised
-    # pass over (T, B, H) here instead of emitting a second (T, B, 3H) array from the sweep.
+    # dxproj is written over the gates row by row (`_reverse_scan_in_place`); dgh differs from
+    # it only in the n block (times r, which the gates no longer hold after the sweep), so the
+    # sweep also emits that block, (T, B, H), as a stacked output.
     hidden_size = h0.shape[-1]
-    reset = residuals.gates[..., :hidden_size]
-    d_gh = jnp.concatenate([d_xproj[..., :2 * hidden_size],
-                            d_xproj[..., 2 * hidden_size:] * reset], axis=-1)
+    d_h0, d_xproj, d_gh_n = _reverse_scan_in_place(
+        step, d_h_T, residuals.gates, (d_hiddens, residuals.hn))
+    d_gh = jnp.concatenate([d_xproj[..., :2 * hidden_size], d_gh_n], axis=-1)
     grads = {"W_h": sum_outer(_previous(h0, hiddens), d_gh, matmul_dtype),
              "b_h": d_gh.sum(axis=(0, 1))}
     return d_xproj, d_h0, grads

@@ -7,6 +7,7 @@ reported per argument (pytree path) so that a failure names the gradient that is
 """
 import ast
 import inspect
+import re
 
 import jax
 import jax.numpy as jnp
@@ -192,6 +193,20 @@ def test_manual_path_has_no_automatic_differentiation():
         found += [alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
                   for alias in node.names if alias.name in forbidden]
         assert not found, f"{module.__name__} uses {found}"
+
+
+@pytest.mark.parametrize("arch,num_gates", [("lstm", 4), ("gru", 3)])
+def test_backward_sweep_writes_over_the_gates_in_place(arch, num_gates):
+    """The compiled manual gradient holds one (T, B, G) buffer for the input projection, the gates
+    and then the sweep's pre-activation gradients: no zero-filled second one (a scan's stacked
+    output) and no copy of it (what XLA makes when a row is read after its overwrite)."""
+    params, inputs, targets, state = _problem(arch, None, 1, True, jnp.float32)
+    grad = jax.jit(jax.grad(_loss(arch, None, "manual", inputs, targets)))
+    hlo = grad.lower(params, state).compile().as_text()
+    shape = re.escape(f"f32[{T},{B},{num_gates * H}]")
+    zero_filled = re.findall(rf"= {shape}\S* broadcast\([^)]*\), dimensions={{}}", hlo)
+    copies = re.findall(rf"= {shape}\S* copy\(", hlo)
+    assert not zero_filled and not copies, (zero_filled, copies)
 
 
 # ---------------------------------------------------------------------------------------------
