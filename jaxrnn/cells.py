@@ -419,7 +419,10 @@ def gru_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, *, matmul_dty
     hidden_size = h0.shape[-1]
     d_h0, d_xproj, d_gh_n = _reverse_scan_in_place(
         step, d_h_T, residuals.gates, (d_hiddens, residuals.hn))
-    d_gh = jnp.concatenate([d_xproj[..., :2 * hidden_size], d_gh_n], axis=-1)
+    # One fused pass (a select of the padded n block) rather than a concatenate, which XLA:CPU
+    # runs as a separate slice copy of the r, z blocks plus a concatenate kernel (5.8 vs 2.1 ms).
+    n_block = jnp.arange(3 * hidden_size) >= 2 * hidden_size
+    d_gh = jnp.where(n_block, jnp.pad(d_gh_n, ((0, 0), (0, 0), (2 * hidden_size, 0))), d_xproj)
     grads = {"W_h": sum_outer(_previous(h0, hiddens), d_gh, matmul_dtype),
              "b_h": d_gh.sum(axis=(0, 1))}
     return d_xproj, d_h0, grads
