@@ -195,11 +195,33 @@ def test_manual_path_has_no_automatic_differentiation():
         assert not found, f"{module.__name__} uses {found}"
 
 
+@pytest.mark.parametrize("arch,activation", [("rnn", "tanh"), ("lstm", None), ("gru", None)])
+def test_other_platforms_sweep_form_matches_autodiff_float64(x64, monkeypatch, arch, activation):
+    """The sweeps' form for GPUs (stacked outputs instead of writing over the gates), which
+    `jax.lax.platform_dependent` never picks on the CPU, forced here: manual == autodiff."""
+    chosen = []
+
+    def default_form(*args, cpu, default):
+        chosen.append(default)
+        return default(*args)
+
+    monkeypatch.setattr(cells, "_by_platform", default_form)
+    params, inputs, targets, state = _problem(arch, activation, 2, True, jnp.float64)
+    grads = {backward: jax.jit(jax.grad(_loss(arch, activation, backward, inputs, targets),
+                                        (0, 1)))(params, state)
+             for backward in ("manual", "autodiff")}
+    assert len(chosen) == 2, "one sweep per layer should have taken the non-CPU form"
+    _assert_all_below(_relative_errors(grads["manual"], grads["autodiff"]), 1e-10,
+                      "stacked sweep vs autodiff")
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the in-place sweep is the CPU form")
 @pytest.mark.parametrize("arch,num_gates", [("lstm", 4), ("gru", 3)])
 def test_backward_sweep_writes_over_the_gates_in_place(arch, num_gates):
-    """The compiled manual gradient holds one (T, B, G) buffer for the input projection, the gates
-    and then the sweep's pre-activation gradients: no zero-filled second one (a scan's stacked
-    output) and no copy of it (what XLA makes when a row is read after its overwrite)."""
+    """On the CPU the compiled manual gradient holds one (T, B, G) buffer for the input
+    projection, the gates and then the sweep's pre-activation gradients: no zero-filled second
+    one (a scan's stacked output) and no copy of it (what XLA makes when a row is read after its
+    overwrite)."""
     params, inputs, targets, state = _problem(arch, None, 1, True, jnp.float32)
     grad = jax.jit(jax.grad(_loss(arch, None, "manual", inputs, targets)))
     hlo = grad.lower(params, state).compile().as_text()
