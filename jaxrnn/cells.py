@@ -460,13 +460,11 @@ def gru_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, *, matmul_dty
 
     def stacked(d_h_T, gates, d_hiddens, hn):
         # The sweep emits dxproj; dgh is dxproj with its n block times r, read from the gates.
-        def step(dh_from_next, inputs_t):
-            t, gates_t, g_t, h_n = inputs_t
-            carry, _, (da_r, da_z, da_n) = adjoints(dh_from_next, gates_t, t, g_t, h_n)
-            return carry, jnp.concatenate([da_r, da_z, da_n], axis=-1)
+        def step(dh_from_next, gates_t, t, inputs_t):
+            carry, _, (da_r, da_z, da_n) = adjoints(dh_from_next, gates_t, t, *inputs_t)
+            return carry, jnp.concatenate([da_r, da_z, da_n], axis=-1), None
 
-        d_h0, d_xproj = jax.lax.scan(step, d_h_T, (_time_steps(gates), gates, d_hiddens, hn),
-                                     reverse=True)
+        d_h0, d_xproj, _ = _reverse_scan_stacked(step, d_h_T, gates, (d_hiddens, hn))
         reset = gates[..., :hidden_size]
         return d_h0, d_xproj, with_n_block(d_xproj, d_xproj[..., 2 * hidden_size:] * reset)
 
