@@ -1,8 +1,10 @@
 """The launchers end a user mistake with one line on stderr and exit status 2, no traceback."""
+import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,6 +85,27 @@ def test_train_sample_evaluate_end_to_end(corpus, tmp_path):
                                fragment)
     _assert_one_line_error(_run("experiments.train", *flags, "--resume", "--hidden_size=32"),
                            "hidden_size=16 but flags ask for 32")
+
+    # Gradient flow of fresh models and of the trained checkpoint, with its JSON and plot.
+    flow_flags = [f"--data={corpus / 'good.txt'}", "--hidden_size=8", "--batch_size=4",
+                  "--seq_len=12", "--distances=0,1,11,50"]
+    flowed = _run("experiments.gradient_flow", *flow_flags, "--models=rnn:relu:identity,gru",
+                  f"--checkpoints={checkpoint}", f"--json={tmp_path / 'flow.json'}",
+                  f"--plot={tmp_path / 'flow.png'}")
+    assert flowed.returncode == 0, flowed.stderr
+    assert "| d=1 | d=11 |" in flowed.stdout and "d=50" not in flowed.stdout
+    with open(tmp_path / "flow.json", encoding="utf-8") as handle:
+        report = json.load(handle)
+    assert [model["source"]["kind"] for model in report["models"]] == ["init", "init",
+                                                                       "checkpoint"]
+    for model in report["models"]:
+        assert np.asarray(model["norms"]).shape == (1, 12)
+        assert np.all(np.isfinite(model["norms"])) and model["norms"][0][0] > 0
+    assert (tmp_path / "flow.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for flag, fragment in (("--models=rnn:swish", "unknown activation"),
+                           ("--models=", "nothing to measure"),
+                           ("--seq_len=1", "--seq_len of 2 or more")):
+        _assert_one_line_error(_run("experiments.gradient_flow", *flow_flags, flag), fragment)
 
     # A truncated arrays file: every reader refuses it with one line, and nothing is overwritten.
     arrays = [name for name in os.listdir(checkpoint) if name.endswith(".npz")]

@@ -1,0 +1,86 @@
+"""Gradient flow through time (`jaxrnn.gradient_flow`): the hand-written sweeps against jax.grad,
+a case with a known answer, and the summary statistics."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrnn
+from jaxrnn import gradient_flow
+from jaxrnn.errors import ConfigError
+
+VOCAB, HIDDEN, BATCH, SEQ = 7, 6, 3, 9
+
+
+def _window(seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(0, VOCAB, size=(BATCH, SEQ + 1), dtype=np.int32)
+    return ids[:, :-1], ids[:, 1:]
+
+
+@pytest.mark.parametrize("arch,activation", [("rnn", "tanh"), ("rnn", "relu"), ("lstm", None),
+                                             ("gru", None)])
+def test_manual_sweep_gradients_match_autodiff_float64(x64, arch, activation):
+    params = jaxrnn.init_params(jax.random.key(1), arch, VOCAB, HIDDEN, num_layers=2,
+                                dtype=jnp.float64, activation=activation)
+    inputs, targets = _window()
+    manual = gradient_flow.projection_gradients(params, inputs, targets, arch=arch,
+                                                activation=activation, backward="manual")
+    autodiff = gradient_flow.projection_gradients(params, inputs, targets, arch=arch,
+                                                  activation=activation, backward="autodiff")
+    gates = jaxrnn.get_cell(arch).num_gates
+    assert [g.shape for g in manual] == [(SEQ, BATCH, gates * HIDDEN)] * 2
+    for manual_layer, autodiff_layer in zip(manual, autodiff):
+        assert float(jnp.abs(manual_layer).max()) > 0
+        np.testing.assert_allclose(manual_layer, autodiff_layer, rtol=1e-10, atol=1e-13)
+
+
+def test_last_step_cotangent_matches_finite_differences_float64(x64):
+    params = jaxrnn.init_params(jax.random.key(2), "rnn", VOCAB, HIDDEN, dtype=jnp.float64)
+    hidden = jax.random.normal(jax.random.key(3), (BATCH, HIDDEN), jnp.float64)
+    targets = jnp.arange(BATCH) % VOCAB
+
+    def loss(h):
+        log_probs = jax.nn.log_softmax(h @ params["W_hy"] + params["b_y"], axis=-1)
+        return -jnp.take_along_axis(log_probs, targets[:, None], axis=-1).sum()
+
+    analytic = gradient_flow.last_step_cotangent(params, hidden, targets)
+    step = 1e-6
+    for index in [(0, 0), (1, 3), (2, 5)]:
+        unit = jnp.zeros_like(hidden).at[index].set(step)
+        numeric = (loss(hidden + unit) - loss(hidden - unit)) / (2 * step)
+        assert abs(float(analytic[index]) - float(numeric)) < 1e-8
+
+
+@pytest.mark.parametrize("scale", [0.8, 1.25])
+def test_linear_rnn_gradient_scales_by_the_recurrent_gain_each_step(x64, scale):
+    """Identity activation, W_hh = scale * Q (Q orthogonal), loss at T only: going back one step
+    multiplies every stream's g_t by W_hh^T, so |g| changes by exactly ``scale`` per step."""
+    params = jaxrnn.init_params(jax.random.key(4), "rnn", VOCAB, HIDDEN, dtype=jnp.float64,
+                                activation="identity")
+    params["layers"][0]["W_hh"] = scale * params["layers"][0]["W_hh"]  # orthogonal at init
+    inputs, targets = _window(1)
+    flow = gradient_flow.gradient_flow(params, inputs, targets, arch="rnn",
+                                       activation="identity")
+    norms = flow.norms[0]
+    np.testing.assert_allclose(norms[1:] / norms[:-1], scale, rtol=1e-10)
+    assert flow.factor_per_step[0] == pytest.approx(scale, rel=1e-10)
+    expected_reach = int(np.ceil(np.log(gradient_flow.RELATIVE_FLOOR) / np.log(scale)))
+    assert flow.reach[0] == (expected_reach if scale < 1 and expected_reach < SEQ else -1)
+
+
+def test_reach_and_factor_summaries():
+    norms = np.array([1.0, 0.5, 0.25, 1e-4, 0.0])
+    assert gradient_flow.first_reach(norms) == 3
+    assert gradient_flow.first_reach(np.array([1.0, 0.9, 0.8])) == -1
+    assert np.isnan(gradient_flow.fit_factor_per_step(np.array([1.0, 0.0, 0.0, 3.0])))
+    assert gradient_flow.fit_factor_per_step(2.0 ** -np.arange(6)) == pytest.approx(0.5)
+
+
+def test_rejects_bad_arguments():
+    params = jaxrnn.init_params(jax.random.key(0), "gru", VOCAB, HIDDEN)
+    inputs, targets = _window()
+    with pytest.raises(ConfigError, match="backward must be one of"):
+        gradient_flow.projection_gradients(params, inputs, targets, arch="gru", backward="fd")
+    with pytest.raises(ConfigError, match="--seq_len of 2 or more"):
+        gradient_flow.projection_gradients(params, inputs[:, :1], targets[:, :1], arch="gru")
