@@ -28,7 +28,6 @@ import hashlib
 import http.client
 import os
 import pathlib
-import tempfile
 import urllib.error
 import urllib.request
 from typing import NamedTuple, Sequence, Tuple
@@ -37,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn import files
 from jaxrnn.errors import ConfigError, DataError
 
 DATA_DIR_ENV = "JAXRNN_DATA_DIR"
@@ -128,17 +128,7 @@ def _download(name: str, known: KnownCorpus, dest: pathlib.Path) -> pathlib.Path
         raise DataError(f"the download of {name} from {known.url} has SHA-256 {actual[:12]}..., "
                         f"expected {known.sha256[:12]}...; retry later or {hint}")
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, dest)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        files.write_atomically(dest, payload)
     except OSError as err:
         raise DataError(f"could not write {dest} ({err.strerror or err}); {hint}") from None
     return dest

@@ -19,18 +19,20 @@ sweep (`Cell.backward`, no automatic differentiation); ``"autodiff"`` from `jax.
 scan with respect to an additive zero perturbation of each input projection. The two agree to
 float64 round-off (tests/test_gradient_flow.py).
 """
+import io
 import json
+import math
 import os
-import tempfile
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn import checkpoint, files, loop, train
 from jaxrnn.cells import ACTIVATIONS, ARCHS, RECURRENT_INITS, get_cell, matmul, project_inputs
-from jaxrnn.errors import ConfigError
-from jaxrnn.model import hidden_size_of, init_state
+from jaxrnn.errors import CheckpointError, ConfigError
+from jaxrnn.model import hidden_size_of, init_params, init_state
 from jaxrnn.unroll import BACKWARDS, layer_forward
 
 RELATIVE_FLOOR = 1e-3   # `reach`: the first distance where |g| < RELATIVE_FLOOR * |g| at d = 0
@@ -41,10 +43,11 @@ class GradientFlow(NamedTuple):
 
     norms: (L, T) median over the B streams of ``|g_t|`` (Euclidean norm over the G features of
       one stream), index ``[l, d]`` for layer l and distance ``d = T - t`` (``d = 0``: last step).
-    factor_per_step: (L,) geometric mean ratio ``|g|_{d+1} / |g|_d`` fitted over ``d >= 1`` by least
-      squares on ``log |g|`` (NaN when fewer than two distances have a non-zero norm): < 1 vanishes,
-      > 1 explodes.
-    reach: (L,) the first distance d with ``|g|_d < RELATIVE_FLOOR * |g|_0``; -1 if none within T.
+    factor_per_step: (L,) the per-step ratio ``|g|_{d+1} / |g|_d`` as ``exp(slope)`` of a
+      least-squares line through ``log |g|_d`` over ``d >= 1`` (NaN when fewer than two of those
+      norms are non-zero): < 1 vanishes, > 1 explodes.
+    reach: (L,) the first distance d with ``|g|_d < RELATIVE_FLOOR * |g|_0``; -1 if none within T;
+      0 if ``|g|_0 = 0`` (no gradient reaches even the last step).
     """
 
     norms: np.ndarray
@@ -52,7 +55,12 @@ class GradientFlow(NamedTuple):
     reach: np.ndarray
 
 
-def last_step_cotangent(params, last_hidden, last_targets):
+def _last_logits(params, last_hidden, matmul_dtype=None):
+    """(B, H) -> (B, V), as `jaxrnn.model` computes the logits."""
+    return matmul(last_hidden, params["W_hy"], matmul_dtype) + params["b_y"]
+
+
+def last_step_cotangent(params, last_hidden, last_targets, matmul_dtype=None):
     """dL_T/dh_T through the output layer, for ``L_T`` summed over streams.
 
     ``y = h_T W_hy + b_y``, ``p = softmax(y)``: ``dy = p - onehot(target)``, ``dh_T = dy W_hy^T``.
@@ -60,10 +68,10 @@ def last_step_cotangent(params, last_hidden, last_targets):
     Args: last_hidden: (B, H) top layer's ``h_T``; last_targets: (B,) int32.
     Returns: (B, H).
     """
-    logits = last_hidden @ params["W_hy"] + params["b_y"]
+    logits = _last_logits(params, last_hidden, matmul_dtype)
     d_logits = (jax.nn.softmax(logits, axis=-1)
                 - jax.nn.one_hot(last_targets, logits.shape[-1], dtype=logits.dtype))
-    return d_logits @ params["W_hy"].T
+    return matmul(d_logits, params["W_hy"].T, matmul_dtype)
 
 
 def _last_step_only(d_last, seq_len):
@@ -72,14 +80,16 @@ def _last_step_only(d_last, seq_len):
 
 
 def _manual_projection_gradients(cell, params, inputs, targets, state):
-    """Hand-written sweeps, top layer first: list of L arrays g (T, B, G), bottom layer first."""
+    """Hand-written sweeps, run from the top layer down; returns L arrays g (T, B, G), the
+    bottom layer's first."""
     x, saved = inputs, []
     for layer_params, carry0 in zip(params["layers"], state):
         _, hiddens, residuals = layer_forward(cell, layer_params, x, carry0)
         saved.append(residuals)
         x = hiddens
     zero_carry = jax.tree.map(jnp.zeros_like, state[-1])
-    d_hiddens = _last_step_only(last_step_cotangent(params, x[-1], targets[-1]), x.shape[0])
+    d_hiddens = _last_step_only(
+        last_step_cotangent(params, x[-1], targets[-1], cell.matmul_dtype), x.shape[0])
     grads = [None] * len(saved)
     for index in reversed(range(len(saved))):
         layer_params, residuals = params["layers"][index], saved[index]
@@ -100,8 +110,7 @@ def _autodiff_projection_gradients(cell, params, inputs, targets, state):
             _, (x, _) = jax.lax.scan(
                 lambda carry, xproj_t, p=layer_params: cell.forward_step(p, carry, xproj_t),
                 carry0, xproj)
-        logits = x[-1] @ params["W_hy"] + params["b_y"]
-        log_probs = jax.nn.log_softmax(logits, axis=-1)
+        log_probs = jax.nn.log_softmax(_last_logits(params, x[-1], cell.matmul_dtype), axis=-1)
         return -jnp.take_along_axis(log_probs, targets[-1][:, None], axis=-1).sum()
 
     seq_len, batch_size = inputs.shape[:2]
@@ -130,16 +139,18 @@ def projection_gradients(params, inputs, targets, *, arch, activation=None, back
     cell = get_cell(arch, activation, matmul_dtype)
     state = init_state(arch, inputs.shape[1], hidden_size_of(params), len(params["layers"]),
                        params["W_hy"].dtype)
-    parts = (_manual_projection_gradients if backward == "manual"
-             else _autodiff_projection_gradients)
-    return parts(cell, params, inputs, targets, state)
+    compute_gradients = (_manual_projection_gradients if backward == "manual"
+                         else _autodiff_projection_gradients)
+    return compute_gradients(cell, params, inputs, targets, state)
 
 
 def norms_by_distance(gradients):
     """list of L arrays (T, B, G) -> (L, T) NumPy: per-stream norms over G, median over B,
     reversed so that index d is the distance from the last step."""
-    per_stream = jnp.stack([jnp.linalg.norm(grads, axis=-1) for grads in gradients])  # (L, T, B)
-    return np.asarray(jnp.median(per_stream, axis=-1))[:, ::-1]
+    # In float64 on the host: squaring float32 entries below ~1e-19 would underflow to zero.
+    per_stream = np.stack([np.linalg.norm(np.asarray(grads, np.float64), axis=-1)
+                           for grads in gradients])                                 # (L, T, B)
+    return np.median(per_stream, axis=-1)[:, ::-1]
 
 
 def fit_factor_per_step(norms):
@@ -154,7 +165,10 @@ def fit_factor_per_step(norms):
 
 
 def first_reach(norms, relative_floor=RELATIVE_FLOOR):
-    """norms: (T,) by distance -> first d with ``norms[d] < relative_floor * norms[0]``, or -1."""
+    """norms: (T,) by distance -> first d with ``norms[d] < relative_floor * norms[0]``; -1 if
+    none; 0 if ``norms[0] == 0``."""
+    if norms[0] == 0:
+        return 0
     below = np.nonzero(np.asarray(norms) < relative_floor * norms[0])[0]
     return int(below[0]) if below.size else -1
 
@@ -172,6 +186,17 @@ def gradient_flow(params, inputs, targets, *, arch, activation=None, backward="m
 # ---------------------------------------------------------------------------------------------
 # Models to compare, and the report
 # ---------------------------------------------------------------------------------------------
+class Model(NamedTuple):
+    """A model to measure: ``label``, ``params``, ``arch``, ``cell_options`` (activation and
+    matmul_dtype, for `gradient_flow`) and ``source`` (a JSON-ready description)."""
+
+    label: str
+    params: dict
+    arch: str
+    cell_options: dict
+    source: dict
+
+
 def parse_model_spec(spec):
     """``"rnn[:ACTIVATION[:INIT]]"`` or ``"lstm|gru[:INIT]"`` -> ``{"arch", "activation",
     "recurrent_init"}``; e.g. ``"rnn:relu:identity"`` (the IRNN), ``"gru"``. Defaults: tanh,
@@ -195,9 +220,101 @@ def parse_model_spec(spec):
     return {"arch": arch, "activation": activation, "recurrent_init": init}
 
 
-def save_plot(path, curves, *, title=""):
-    """Write ``|g|_d / |g|_0`` against d on a log scale, one line per (label, norms (T,)) in
-    ``curves``, as an image at ``path`` (format from the suffix; needs matplotlib)."""
+def fresh_model(spec, vocab_size, hidden_size, num_layers=1, *, seed=0, dtype="float32"):
+    """A freshly initialised `Model` from a `parse_model_spec` string."""
+    options = parse_model_spec(spec)
+    params = init_params(jax.random.key(seed), options["arch"], vocab_size, hidden_size,
+                         num_layers, dtype=jnp.dtype(dtype), recurrent_init=options["recurrent_init"],
+                         activation=options["activation"])
+    name = ":".join(filter(None, options.values()))
+    return Model(f"{name} H={hidden_size} init", params, options["arch"],
+                 {"activation": options["activation"]},
+                 {"kind": "init", "seed": seed, "dtype": dtype, **options,
+                  "hidden_size": hidden_size, "num_layers": num_layers})
+
+
+def checkpoint_dtype(folder):
+    """The dtype name ("float32" or "float64") a checkpoint was trained in, read from its metadata
+    (so that a launcher can switch on float64 before loading it)."""
+    return checkpoint.read_metadata(folder)["config"]["dtype"]
+
+
+def trained_model(folder, vocab):
+    """The `Model` of a checkpoint, which must have been trained on a text with ``vocab``."""
+    params, config, checkpoint_vocab, metadata = loop.load_model(folder)
+    if checkpoint_vocab != vocab:
+        raise CheckpointError(f"checkpoint {folder} was trained on a text with a different "
+                              "vocabulary; pass the corpus it was trained on with --data")
+    if config.dtype == "float64" and params["W_hy"].dtype != jnp.float64:
+        raise ConfigError(f"checkpoint {folder} is float64; switch on jax_enable_x64 first")
+    options = train.cell_options(config)
+    name = ":".join(filter(None, [config.arch, options["activation"], config.recurrent_init]))
+    dtype = "bfloat16 matmuls" if config.bf16_matmuls else config.dtype
+    return Model(f"{name} H={config.hidden_size} step {metadata['step']} ({folder})", params,
+                 config.arch, options,
+                 {"kind": "checkpoint", "path": str(folder), "step": metadata["step"],
+                  "arch": config.arch, "activation": options["activation"],
+                  "recurrent_init": config.recurrent_init, "hidden_size": config.hidden_size,
+                  "num_layers": config.num_layers, "dtype": dtype})
+
+
+def parse_distances(texts, seq_len):
+    """Distances for the table's columns: the integers among ``texts`` in ``1..T-1`` (0 has its
+    own column), sorted and unique; a text that is not an integer >= 0 is a ConfigError."""
+    distances = set()
+    for text in texts:
+        try:
+            distance = int(text)
+        except ValueError:
+            distance = -1
+        if distance < 0:
+            raise ConfigError(f"--distances must be integers >= 0, got {text!r}")
+        if 0 < distance < seq_len:
+            distances.add(distance)
+    return sorted(distances)
+
+
+def format_table(results, distances, seq_len):
+    """Markdown lines: per (model, layer) the norm at d = 0, the norms at ``distances`` relative
+    to it, the factor per step and the reach. ``results``: list of (Model, GradientFlow)."""
+    lines = ["| model | layer | |g| at d=0 | "
+             + "".join(f"d={distance} | " for distance in distances)
+             + f"factor per step | below {RELATIVE_FLOOR:g} at |",
+             "|" + "---|" * (len(distances) + 5)]
+    for model, flow in results:
+        for layer, norms in enumerate(flow.norms):
+            if norms[0] == 0:
+                cells = ["n/a"] * len(distances) + ["n/a", "0 (no gradient at d=0)"]
+            else:
+                reach = flow.reach[layer]
+                cells = ([f"{norms[d] / norms[0]:.2e}" for d in distances]
+                         + [f"{flow.factor_per_step[layer]:.4f}",
+                            str(reach) if reach >= 0 else f"> {seq_len - 1}"])
+            lines.append(f"| {model.label} | {layer} | {norms[0]:.3g} | " + " | ".join(cells)
+                         + " |")
+    return lines
+
+
+def _finite_or_none(values):
+    return [None if not math.isfinite(value) else value for value in np.asarray(values).tolist()]
+
+
+def report_record(results, **run):
+    """A JSON-ready dict: ``run`` (what was measured) and, per model, its source, every norm
+    (``norms[layer][d]``), the factor per step (null where undefined) and the reach."""
+    return {**run, "relative_floor": RELATIVE_FLOOR, "models": [
+        {"label": model.label, "source": model.source,
+         "norms": [_finite_or_none(row) for row in flow.norms],
+         "factor_per_step": _finite_or_none(flow.factor_per_step),
+         "reach": [int(reach) for reach in flow.reach]} for model, flow in results]}
+
+
+def write_json(path, record):
+    """``record`` as JSON at ``path``, atomically (strict JSON: no NaN)."""
+    files.write_atomically(path, json.dumps(record, indent=1, allow_nan=False).encode("utf-8"))
+
+
+def _pyplot():
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -205,46 +322,43 @@ def save_plot(path, curves, *, title=""):
     except ImportError:
         raise ConfigError("--plot needs matplotlib: pip install matplotlib "
                           "(or pip install -e '.[plots]')") from None
+    return plt
+
+
+def _plot_format(path):
+    """The image format named by the file's suffix ("png" for "curves.png"), "" without one."""
+    return os.path.splitext(os.path.basename(str(path)))[1][1:].lower()
+
+
+def check_plot_path(path):
+    """Fail early (before any measuring) when ``path`` cannot be written as an image."""
+    plt = _pyplot()
+    formats = plt.figure().canvas.get_supported_filetypes()
+    plt.close("all")
+    if _plot_format(path) not in formats:
+        raise ConfigError(f"--plot={path}: name the image file with one of the suffixes "
+                          f"{', '.join('.' + name for name in sorted(formats))}")
+
+
+def save_plot(path, results, *, title=""):
+    """``|g|_d / |g|_0`` against d on a log scale, one line per model and layer, as an image at
+    ``path`` (format from its suffix), written atomically. ``results``: list of (Model,
+    GradientFlow)."""
+    check_plot_path(path)
+    plt = _pyplot()
     figure, axes = plt.subplots(figsize=(7, 4.5))
-    for label, norms in curves:
-        norms = np.asarray(norms, dtype=np.float64)
-        relative = np.where(norms > 0, norms / norms[0], np.nan)
-        axes.semilogy(np.arange(len(norms)), relative, label=label)
+    for model, flow in results:
+        for layer, norms in enumerate(flow.norms):
+            label = model.label if len(flow.norms) == 1 else f"{model.label} layer {layer}"
+            relative = np.where(norms > 0, norms / norms[0], np.nan) if norms[0] > 0 else norms
+            axes.semilogy(np.arange(len(norms)), relative, label=label)
     axes.set_xlabel("distance d = T - t (steps back from the predicted character)")
     axes.set_ylabel("|dL_T / da_t|  relative to d = 0 (median over streams)")
     axes.set_title(title)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    _replace_atomically(path, lambda temp: figure.savefig(temp, format=_suffix(path)))
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=_plot_format(path))
     plt.close(figure)
-
-
-def _suffix(path):
-    return str(path).rsplit(".", 1)[-1].lower() if "." in str(path) else "png"
-
-
-def _replace_atomically(path, write):
-    """Call ``write(temp_path)`` beside ``path``, then rename: never a half-written file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="." + _suffix(path))
-    os.close(handle)
-    try:
-        write(temp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)   # mkstemp makes it private; give it a new file's mode
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.remove(temp)
-        raise
-
-
-def write_json(path, record):
-    """``record`` as JSON at ``path``, written to a temporary file first."""
-    def write(temp):
-        with open(temp, "w", encoding="utf-8") as handle:
-            json.dump(record, handle, indent=1)
-    _replace_atomically(path, write)
+    files.write_atomically(path, buffer.getvalue())

@@ -1,5 +1,8 @@
 """Gradient flow through time (`jaxrnn.gradient_flow`): the hand-written sweeps against jax.grad,
 a case with a known answer, and the summary statistics."""
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -52,7 +55,7 @@ def test_last_step_cotangent_matches_finite_differences_float64(x64):
         assert abs(float(analytic[index]) - float(numeric)) < 1e-8
 
 
-@pytest.mark.parametrize("scale", [0.8, 1.25])
+@pytest.mark.parametrize("scale", [0.3, 0.8, 1.25])
 def test_linear_rnn_gradient_scales_by_the_recurrent_gain_each_step(x64, scale):
     """Identity activation, W_hh = scale * Q (Q orthogonal), loss at T only: going back one step
     multiplies every stream's g_t by W_hh^T, so |g| changes by exactly ``scale`` per step."""
@@ -70,11 +73,56 @@ def test_linear_rnn_gradient_scales_by_the_recurrent_gain_each_step(x64, scale):
 
 
 def test_reach_and_factor_summaries():
-    norms = np.array([1.0, 0.5, 0.25, 1e-4, 0.0])
-    assert gradient_flow.first_reach(norms) == 3
+    norms = np.array([1.0, 0.5, 0.25, 1e-3, 1e-4, 0.0])
+    assert gradient_flow.first_reach(norms) == 4          # strictly below 1e-3 of d = 0
     assert gradient_flow.first_reach(np.array([1.0, 0.9, 0.8])) == -1
+    assert gradient_flow.first_reach(np.array([0.0, 0.0, 0.0])) == 0
     assert np.isnan(gradient_flow.fit_factor_per_step(np.array([1.0, 0.0, 0.0, 3.0])))
     assert gradient_flow.fit_factor_per_step(2.0 ** -np.arange(6)) == pytest.approx(0.5)
+
+
+def test_norms_are_medians_over_streams_and_do_not_underflow():
+    # float32 entries of 1e-25 square to 0 in float32; the norm must still be 1e-25 * sqrt(G).
+    tiny = np.full((2, 5, 4), 1e-25, np.float32)                 # (T, B, G)
+    tiny[0] *= np.array([1, 2, 3, 100, 1000], np.float32)[:, None]
+    norms = gradient_flow.norms_by_distance([jnp.asarray(tiny)])
+    assert norms.shape == (1, 2)
+    np.testing.assert_allclose(norms[0], [2e-25, 3 * 2e-25], rtol=1e-6)  # d=0 is t=T; medians
+
+
+def test_table_and_json_record_of_a_dead_model(tmp_path):
+    flow = gradient_flow.GradientFlow(np.zeros((1, 4)), np.array([np.nan]), np.array([0]))
+    model = gradient_flow.Model("dead", {}, "rnn", {}, {"kind": "init"})
+    lines = gradient_flow.format_table([(model, flow)], [1, 3], 4)
+    assert lines[-1] == "| dead | 0 | 0 | n/a | n/a | n/a | 0 (no gradient at d=0) |"
+    path = tmp_path / "v1.2" / "report"                          # a dot in a folder name
+    gradient_flow.write_json(path, gradient_flow.report_record([(model, flow)], seq_len=4))
+    record = json.loads(path.read_text())
+    assert record["models"][0]["factor_per_step"] == [None]
+    assert record["models"][0]["reach"] == [0] and record["seq_len"] == 4
+    assert os.listdir(path.parent) == ["report"]                 # no temporary file left
+    assert path.stat().st_mode & 0o077 == 0o666 & ~_umask() & 0o077
+
+
+def _umask():
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def test_parse_distances_and_model_specs():
+    assert gradient_flow.parse_distances(["5", "0", "1", "5", "200", "12"], 12) == [1, 5]
+    for bad in (["-1"], ["x"], ["1.5"]):
+        with pytest.raises(ConfigError, match="--distances must be integers >= 0"):
+            gradient_flow.parse_distances(bad, 12)
+    assert gradient_flow.parse_model_spec("rnn:relu:identity") == {
+        "arch": "rnn", "activation": "relu", "recurrent_init": "identity"}
+    assert gradient_flow.parse_model_spec("gru") == {
+        "arch": "gru", "activation": None, "recurrent_init": "orthogonal"}
+    for spec, fragment in (("LSTM", "unknown arch"), ("rnn:swish", "unknown activation"),
+                           ("lstm:tanh", "expected rnn"), ("gru:identity:x", "expected rnn")):
+        with pytest.raises(ConfigError, match=fragment):
+            gradient_flow.parse_model_spec(spec)
 
 
 def test_rejects_bad_arguments():

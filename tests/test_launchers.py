@@ -88,12 +88,12 @@ def test_train_sample_evaluate_end_to_end(corpus, tmp_path):
 
     # Gradient flow of fresh models and of the trained checkpoint, with its JSON and plot.
     flow_flags = [f"--data={corpus / 'good.txt'}", "--hidden_size=8", "--batch_size=4",
-                  "--seq_len=12", "--distances=0,1,11,50"]
+                  "--seq_len=12", "--distances=0,1,11,50"]   # 0 has its own column; 50 >= T
     flowed = _run("experiments.gradient_flow", *flow_flags, "--models=rnn:relu:identity,gru",
                   f"--checkpoints={checkpoint}", f"--json={tmp_path / 'flow.json'}",
                   f"--plot={tmp_path / 'flow.png'}")
     assert flowed.returncode == 0, flowed.stderr
-    assert "| d=1 | d=11 |" in flowed.stdout and "d=50" not in flowed.stdout
+    assert "d=0 |" in flowed.stdout and "d=50" not in flowed.stdout
     with open(tmp_path / "flow.json", encoding="utf-8") as handle:
         report = json.load(handle)
     assert [model["source"]["kind"] for model in report["models"]] == ["init", "init",
@@ -102,10 +102,19 @@ def test_train_sample_evaluate_end_to_end(corpus, tmp_path):
         assert np.asarray(model["norms"]).shape == (1, 12)
         assert np.all(np.isfinite(model["norms"])) and model["norms"][0][0] > 0
     assert (tmp_path / "flow.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| d=1 | d=11 | factor" in flowed.stdout
+    # A text whose vocabulary has the same size but other characters ('w' -> 'z').
+    other = tmp_path / "other.txt"
+    other.write_text((corpus / "good.txt").read_text().replace("w", "z"), encoding="utf-8")
     for flag, fragment in (("--models=rnn:swish", "unknown activation"),
                            ("--models=", "nothing to measure"),
-                           ("--seq_len=1", "--seq_len of 2 or more")):
+                           ("--seq_len=1", "--seq_len of 2 or more"),
+                           ("--distances=1,x", "--distances must be integers >= 0"),
+                           ("--plot=curves.xyz", "name the image file with one of the suffixes")):
         _assert_one_line_error(_run("experiments.gradient_flow", *flow_flags, flag), fragment)
+    _assert_one_line_error(_run("experiments.gradient_flow", *flow_flags[1:], f"--data={other}",
+                                "--models=", f"--checkpoints={checkpoint}"),
+                           "different vocabulary")
 
     # A truncated arrays file: every reader refuses it with one line, and nothing is overwritten.
     arrays = [name for name in os.listdir(checkpoint) if name.endswith(".npz")]

@@ -18,5 +18,5 @@ $py -m experiments.gradient_flow --models=rnn:tanh,rnn:tanh:scaled_normal,rnn:re
 $py -m experiments.gradient_flow --models= \
     --checkpoints=runs/flow-rnn/checkpoint,runs/flow-irnn/checkpoint,runs/flow-lstm/checkpoint,runs/flow-gru/checkpoint,runs/default/checkpoint \
     --plot=$D/trained.png --json=$D/trained.json
-$py -m experiments.gradient_flow --models=lstm,gru --backward=autodiff --distances=0,10,100,199
+$py -m experiments.gradient_flow --models=lstm,gru --backward=autodiff --distances=10,100,199
 date -u
