@@ -42,6 +42,8 @@ def main(argv):
     distances = gradient_flow.parse_distances(FLAGS.distances, FLAGS.seq_len)
     if FLAGS.plot:
         gradient_flow.check_plot_path(FLAGS.plot)
+    if FLAGS.json:
+        gradient_flow.check_output_path(FLAGS.json, "--json")
     for dtype in [FLAGS.dtype] + [gradient_flow.checkpoint_dtype(folder)
                                   for folder in FLAGS.checkpoints]:
         common.enable_dtype(dtype)
@@ -62,7 +64,7 @@ def main(argv):
     print(f"|dL_T/da_t| relative to d = 0 (median over {FLAGS.batch_size} windows of "
           f"{FLAGS.seq_len} characters of the {FLAGS.text_split} split, {FLAGS.backward} "
           "backward):")
-    print("\n".join(gradient_flow.format_table(results, distances, FLAGS.seq_len)))
+    print("\n".join(gradient_flow.format_table(results, distances)))
     if FLAGS.plot:
         gradient_flow.save_plot(FLAGS.plot, results, title=f"{FLAGS.batch_size} x "
                                 f"{FLAGS.seq_len} characters, {FLAGS.text_split} split")

@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn import files
 from jaxrnn.errors import CheckpointError
 
 FORMAT_NAME = "jaxrnn-checkpoint"
@@ -107,20 +108,6 @@ def _write_temp(directory: pathlib.Path, final_name: str, payload: bytes) -> str
     return tmp
 
 
-def _fsync_dir(directory: pathlib.Path) -> None:
-    """Makes the renames durable where the platform allows opening a directory."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(directory: os.PathLike, *, state_pytree: Any, metadata: Dict[str, Any]
                     ) -> pathlib.Path:
     """Saves a pytree and its metadata atomically to ``directory/checkpoint.{npz,json}``.
@@ -163,9 +150,9 @@ def save_checkpoint(directory: os.PathLike, *, state_pytree: Any, metadata: Dict
         temps.append(_write_temp(directory, META_FILE, json_bytes))
         # Never the npz the current JSON names, unless it holds these very bytes.
         os.replace(temps[0], directory / npz_name)
-        _fsync_dir(directory)  # the npz entry is durable before the JSON that names it
+        files.fsync_dir(directory)  # the npz entry is durable before the JSON that names it
         os.replace(temps[1], directory / META_FILE)  # the commit point
-        _fsync_dir(directory)
+        files.fsync_dir(directory)
     finally:
         for tmp in temps:
             if os.path.exists(tmp):

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn import checkpoint, files, loop, train
+from jaxrnn import config as config_lib
 from jaxrnn.cells import ACTIVATIONS, ARCHS, RECURRENT_INITS, get_cell, matmul, project_inputs
 from jaxrnn.errors import CheckpointError, ConfigError
 from jaxrnn.model import hidden_size_of, init_params, init_state
@@ -147,10 +148,17 @@ def projection_gradients(params, inputs, targets, *, arch, activation=None, back
 def norms_by_distance(gradients):
     """list of L arrays (T, B, G) -> (L, T) NumPy: per-stream norms over G, median over B,
     reversed so that index d is the distance from the last step."""
-    # In float64 on the host: squaring float32 entries below ~1e-19 would underflow to zero.
-    per_stream = np.stack([np.linalg.norm(np.asarray(grads, np.float64), axis=-1)
-                           for grads in gradients])                                 # (L, T, B)
-    return np.median(per_stream, axis=-1)[:, ::-1]
+    per_stream = np.stack([_norms(np.asarray(grads, np.float64)) for grads in gradients])
+    return np.median(per_stream, axis=-1)[:, ::-1]               # (L, T, B) -> (L, T)
+
+
+def _norms(values):
+    """Euclidean norms over the last axis, scaled by the largest entry first so that tiny
+    gradients (float32 entries below ~1e-19 square to zero; float64 below ~1e-154) do not
+    underflow."""
+    scale = np.abs(values).max(axis=-1, keepdims=True)
+    safe = np.where(scale > 0, scale, 1.0)
+    return (safe * np.sqrt(((values / safe) ** 2).sum(axis=-1, keepdims=True)))[..., 0]
 
 
 def fit_factor_per_step(norms):
@@ -223,8 +231,12 @@ def parse_model_spec(spec):
 def fresh_model(spec, vocab_size, hidden_size, num_layers=1, *, seed=0, dtype="float32"):
     """A freshly initialised `Model` from a `parse_model_spec` string."""
     options = parse_model_spec(spec)
+    dtype = jnp.dtype(dtype).name
+    if dtype == "float64" and not jax.config.jax_enable_x64:
+        raise ConfigError("float64 models need jax_enable_x64; switch it on first")
     params = init_params(jax.random.key(seed), options["arch"], vocab_size, hidden_size,
-                         num_layers, dtype=jnp.dtype(dtype), recurrent_init=options["recurrent_init"],
+                         num_layers, dtype=jnp.dtype(dtype),
+                         recurrent_init=options["recurrent_init"],
                          activation=options["activation"])
     name = ":".join(filter(None, options.values()))
     return Model(f"{name} H={hidden_size} init", params, options["arch"],
@@ -236,7 +248,7 @@ def fresh_model(spec, vocab_size, hidden_size, num_layers=1, *, seed=0, dtype="f
 def checkpoint_dtype(folder):
     """The dtype name ("float32" or "float64") a checkpoint was trained in, read from its metadata
     (so that a launcher can switch on float64 before loading it)."""
-    return checkpoint.read_metadata(folder)["config"]["dtype"]
+    return config_lib.from_dict(checkpoint.read_metadata(folder)["config"]).dtype
 
 
 def trained_model(folder, vocab):
@@ -274,10 +286,10 @@ def parse_distances(texts, seq_len):
     return sorted(distances)
 
 
-def format_table(results, distances, seq_len):
+def format_table(results, distances):
     """Markdown lines: per (model, layer) the norm at d = 0, the norms at ``distances`` relative
     to it, the factor per step and the reach. ``results``: list of (Model, GradientFlow)."""
-    lines = ["| model | layer | |g| at d=0 | "
+    lines = ["| model | layer | norm at d=0 | "
              + "".join(f"d={distance} | " for distance in distances)
              + f"factor per step | below {RELATIVE_FLOOR:g} at |",
              "|" + "---|" * (len(distances) + 5)]
@@ -286,10 +298,10 @@ def format_table(results, distances, seq_len):
             if norms[0] == 0:
                 cells = ["n/a"] * len(distances) + ["n/a", "0 (no gradient at d=0)"]
             else:
-                reach = flow.reach[layer]
+                factor, reach = flow.factor_per_step[layer], flow.reach[layer]
                 cells = ([f"{norms[d] / norms[0]:.2e}" for d in distances]
-                         + [f"{flow.factor_per_step[layer]:.4f}",
-                            str(reach) if reach >= 0 else f"> {seq_len - 1}"])
+                         + [f"{factor:.4f}" if math.isfinite(factor) else "n/a",
+                            str(reach) if reach >= 0 else f"> {len(norms) - 1}"])
             lines.append(f"| {model.label} | {layer} | {norms[0]:.3g} | " + " | ".join(cells)
                          + " |")
     return lines
@@ -309,20 +321,36 @@ def report_record(results, **run):
          "reach": [int(reach) for reach in flow.reach]} for model, flow in results]}
 
 
-def write_json(path, record):
-    """``record`` as JSON at ``path``, atomically (strict JSON: no NaN)."""
-    files.write_atomically(path, json.dumps(record, indent=1, allow_nan=False).encode("utf-8"))
+def check_output_path(path, flag):
+    """Fail early (before any measuring) when ``path`` names a folder."""
+    if os.path.isdir(path):
+        raise ConfigError(f"{flag}={path} is a folder; name a file in it")
 
 
-def _pyplot():
+def _write(path, payload, flag):
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        files.write_atomically(path, payload)
+    except OSError as error:
+        raise ConfigError(f"could not write {flag}={path} ({error.strerror or error}); name a "
+                          "writable file") from None
+
+
+def write_json(path, record, flag="--json"):
+    """``record`` as JSON at ``path``, atomically (strict JSON: no NaN)."""
+    _write(path, json.dumps(record, indent=1, allow_nan=False).encode("utf-8"), flag)
+
+
+def _new_figure():
+    """A matplotlib Figure outside pyplot (no global state, no backend switch)."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
     except ImportError:
         raise ConfigError("--plot needs matplotlib: pip install matplotlib "
                           "(or pip install -e '.[plots]')") from None
-    return plt
+    figure = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(figure)
+    return figure
 
 
 def _plot_format(path):
@@ -331,13 +359,28 @@ def _plot_format(path):
 
 
 def check_plot_path(path):
-    """Fail early (before any measuring) when ``path`` cannot be written as an image."""
-    plt = _pyplot()
-    formats = plt.figure().canvas.get_supported_filetypes()
-    plt.close("all")
+    """Fail early (before any measuring) when ``path`` cannot be written as an image: no
+    matplotlib, a folder, or a suffix whose format cannot be rendered here (tried on an empty
+    figure with a title)."""
+    check_output_path(path, "--plot")
+    figure = _new_figure()
+    formats = figure.canvas.get_supported_filetypes()
     if _plot_format(path) not in formats:
         raise ConfigError(f"--plot={path}: name the image file with one of the suffixes "
                           f"{', '.join('.' + name for name in sorted(formats))}")
+    figure.add_subplot().set_title("d = T - t")         # text, which some formats need TeX for
+    _render(figure, _plot_format(path), path)
+
+
+def _render(figure, image_format, path):
+    """The figure as image bytes; a format that cannot be rendered here is a ConfigError."""
+    try:
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format=image_format)
+        return buffer.getvalue()
+    except Exception as error:  # e.g. .pgf without a LaTeX installation
+        raise ConfigError(f"--plot={path}: cannot write .{_plot_format(path)} here ({error}); "
+                          "use .png or .svg") from None
 
 
 def save_plot(path, results, *, title=""):
@@ -345,8 +388,8 @@ def save_plot(path, results, *, title=""):
     ``path`` (format from its suffix), written atomically. ``results``: list of (Model,
     GradientFlow)."""
     check_plot_path(path)
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure = _new_figure()
+    axes = figure.add_subplot()
     for model, flow in results:
         for layer, norms in enumerate(flow.norms):
             label = model.label if len(flow.norms) == 1 else f"{model.label} layer {layer}"
@@ -358,7 +401,4 @@ def save_plot(path, results, *, title=""):
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format=_plot_format(path))
-    plt.close(figure)
-    files.write_atomically(path, buffer.getvalue())
+    _write(path, _render(figure, _plot_format(path), path), "--plot")

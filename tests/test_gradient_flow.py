@@ -88,12 +88,14 @@ def test_norms_are_medians_over_streams_and_do_not_underflow():
     norms = gradient_flow.norms_by_distance([jnp.asarray(tiny)])
     assert norms.shape == (1, 2)
     np.testing.assert_allclose(norms[0], [2e-25, 3 * 2e-25], rtol=1e-6)  # d=0 is t=T; medians
+    tiny64 = np.full((1, 1, 4), 1e-200)                          # squares below float64's range
+    np.testing.assert_allclose(gradient_flow.norms_by_distance([tiny64]), [[2e-200]], rtol=1e-12)
 
 
 def test_table_and_json_record_of_a_dead_model(tmp_path):
     flow = gradient_flow.GradientFlow(np.zeros((1, 4)), np.array([np.nan]), np.array([0]))
     model = gradient_flow.Model("dead", {}, "rnn", {}, {"kind": "init"})
-    lines = gradient_flow.format_table([(model, flow)], [1, 3], 4)
+    lines = gradient_flow.format_table([(model, flow)], [1, 3])
     assert lines[-1] == "| dead | 0 | 0 | n/a | n/a | n/a | 0 (no gradient at d=0) |"
     path = tmp_path / "v1.2" / "report"                          # a dot in a folder name
     gradient_flow.write_json(path, gradient_flow.report_record([(model, flow)], seq_len=4))
@@ -101,13 +103,21 @@ def test_table_and_json_record_of_a_dead_model(tmp_path):
     assert record["models"][0]["factor_per_step"] == [None]
     assert record["models"][0]["reach"] == [0] and record["seq_len"] == 4
     assert os.listdir(path.parent) == ["report"]                 # no temporary file left
-    assert path.stat().st_mode & 0o077 == 0o666 & ~_umask() & 0o077
-
-
-def _umask():
-    umask = os.umask(0)
+    umask = os.umask(0o022)
     os.umask(umask)
-    return umask
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_output_checks_and_float64_models_need_x64(tmp_path):
+    with pytest.raises(ConfigError, match="is a folder"):
+        gradient_flow.check_output_path(tmp_path, "--json")
+    with pytest.raises(ConfigError, match="name the image file with one of the suffixes"):
+        gradient_flow.check_plot_path(tmp_path / "curves.xyz")
+    if not jax.config.jax_enable_x64:
+        with pytest.raises(ConfigError, match="jax_enable_x64"):
+            gradient_flow.fresh_model("lstm", VOCAB, HIDDEN, dtype="float64")
+    assert gradient_flow.fresh_model("gru", VOCAB, HIDDEN, dtype=jnp.float32).source["dtype"] \
+        == "float32"
 
 
 def test_parse_distances_and_model_specs():

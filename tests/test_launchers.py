@@ -93,7 +93,7 @@ def test_train_sample_evaluate_end_to_end(corpus, tmp_path):
                   f"--checkpoints={checkpoint}", f"--json={tmp_path / 'flow.json'}",
                   f"--plot={tmp_path / 'flow.png'}")
     assert flowed.returncode == 0, flowed.stderr
-    assert "d=0 |" in flowed.stdout and "d=50" not in flowed.stdout
+    assert "| d=0 |" not in flowed.stdout and "d=50" not in flowed.stdout
     with open(tmp_path / "flow.json", encoding="utf-8") as handle:
         report = json.load(handle)
     assert [model["source"]["kind"] for model in report["models"]] == ["init", "init",
