@@ -58,7 +58,7 @@ def _pieces(arch, config):
         return jax.lax.scan(lambda h, x_t: (h + x_t[:, :H], None), jnp.zeros((B, H)), xs)[0]
 
     def head(p, outputs):
-        log_probs = model._log_probs(p, outputs)
+        log_probs = model.output_log_probs(p, outputs)
         return model._head_backward(p, outputs, log_probs, targets.T, 1.0)
 
     return {

@@ -33,8 +33,8 @@ from jaxrnn import checkpoint, files, loop, train
 from jaxrnn import config as config_lib
 from jaxrnn.cells import ACTIVATIONS, ARCHS, RECURRENT_INITS, get_cell, matmul, project_inputs
 from jaxrnn.errors import CheckpointError, ConfigError
-from jaxrnn.model import hidden_size_of, init_params, init_state
-from jaxrnn.unroll import BACKWARDS, layer_forward
+from jaxrnn.model import hidden_size_of, init_params, init_state, output_log_probs
+from jaxrnn.unroll import BACKWARDS, stack_forward
 
 RELATIVE_FLOOR = 1e-3   # `reach`: the first distance where |g| < RELATIVE_FLOOR * |g| at d = 0
 
@@ -56,11 +56,6 @@ class GradientFlow(NamedTuple):
     reach: np.ndarray
 
 
-def _last_logits(params, last_hidden, matmul_dtype=None):
-    """(B, H) -> (B, V), as `jaxrnn.model` computes the logits."""
-    return matmul(last_hidden, params["W_hy"], matmul_dtype) + params["b_y"]
-
-
 def last_step_cotangent(params, last_hidden, last_targets, matmul_dtype=None):
     """dL_T/dh_T through the output layer, for ``L_T`` summed over streams.
 
@@ -69,9 +64,9 @@ def last_step_cotangent(params, last_hidden, last_targets, matmul_dtype=None):
     Args: last_hidden: (B, H) top layer's ``h_T``; last_targets: (B,) int32.
     Returns: (B, H).
     """
-    logits = _last_logits(params, last_hidden, matmul_dtype)
-    d_logits = (jax.nn.softmax(logits, axis=-1)
-                - jax.nn.one_hot(last_targets, logits.shape[-1], dtype=logits.dtype))
+    log_probs = output_log_probs(params, last_hidden, matmul_dtype)
+    d_logits = (jnp.exp(log_probs)
+                - jax.nn.one_hot(last_targets, log_probs.shape[-1], dtype=log_probs.dtype))
     return matmul(d_logits, params["W_hy"].T, matmul_dtype)
 
 
@@ -83,14 +78,10 @@ def _last_step_only(d_last, seq_len):
 def _manual_projection_gradients(cell, params, inputs, targets, state):
     """Hand-written sweeps, run from the top layer down; returns L arrays g (T, B, G), the
     bottom layer's first."""
-    x, saved = inputs, []
-    for layer_params, carry0 in zip(params["layers"], state):
-        _, hiddens, residuals = layer_forward(cell, layer_params, x, carry0)
-        saved.append(residuals)
-        x = hiddens
+    outputs, _, saved = stack_forward(cell, params["layers"], inputs, state)
     zero_carry = jax.tree.map(jnp.zeros_like, state[-1])
     d_hiddens = _last_step_only(
-        last_step_cotangent(params, x[-1], targets[-1], cell.matmul_dtype), x.shape[0])
+        last_step_cotangent(params, outputs[-1], targets[-1], cell.matmul_dtype), len(outputs))
     grads = [None] * len(saved)
     for index in reversed(range(len(saved))):
         layer_params, residuals = params["layers"][index], saved[index]
@@ -111,7 +102,7 @@ def _autodiff_projection_gradients(cell, params, inputs, targets, state):
             _, (x, _) = jax.lax.scan(
                 lambda carry, xproj_t, p=layer_params: cell.forward_step(p, carry, xproj_t),
                 carry0, xproj)
-        log_probs = jax.nn.log_softmax(_last_logits(params, x[-1], cell.matmul_dtype), axis=-1)
+        log_probs = output_log_probs(params, x[-1], cell.matmul_dtype)
         return -jnp.take_along_axis(log_probs, targets[-1][:, None], axis=-1).sum()
 
     seq_len, batch_size = inputs.shape[:2]
@@ -358,18 +349,25 @@ def _plot_format(path):
     return os.path.splitext(os.path.basename(str(path)))[1][1:].lower()
 
 
-def check_plot_path(path):
-    """Fail early (before any measuring) when ``path`` cannot be written as an image: no
-    matplotlib, a folder, or a suffix whose format cannot be rendered here (tried on an empty
-    figure with a title)."""
+def _checked_format(figure, path):
+    """The image format of ``path``, after checking that it names a file with a suffix this
+    matplotlib can write."""
     check_output_path(path, "--plot")
-    figure = _new_figure()
     formats = figure.canvas.get_supported_filetypes()
     if _plot_format(path) not in formats:
         raise ConfigError(f"--plot={path}: name the image file with one of the suffixes "
                           f"{', '.join('.' + name for name in sorted(formats))}")
+    return _plot_format(path)
+
+
+def check_plot_path(path):
+    """Fail early (before any measuring) when ``path`` cannot be written as an image: no
+    matplotlib, a folder, or a suffix whose format cannot be rendered here (tried on an empty
+    figure with a title)."""
+    figure = _new_figure()
+    image_format = _checked_format(figure, path)
     figure.add_subplot().set_title("d = T - t")         # text, which some formats need TeX for
-    _render(figure, _plot_format(path), path)
+    _render(figure, image_format, path)
 
 
 def _render(figure, image_format, path):
@@ -379,7 +377,7 @@ def _render(figure, image_format, path):
         figure.savefig(buffer, format=image_format)
         return buffer.getvalue()
     except Exception as error:  # e.g. .pgf without a LaTeX installation
-        raise ConfigError(f"--plot={path}: cannot write .{_plot_format(path)} here ({error}); "
+        raise ConfigError(f"--plot={path}: cannot write .{image_format} here ({error}); "
                           "use .png or .svg") from None
 
 
@@ -387,8 +385,8 @@ def save_plot(path, results, *, title=""):
     """``|g|_d / |g|_0`` against d on a log scale, one line per model and layer, as an image at
     ``path`` (format from its suffix), written atomically. ``results``: list of (Model,
     GradientFlow)."""
-    check_plot_path(path)
     figure = _new_figure()
+    image_format = _checked_format(figure, path)
     axes = figure.add_subplot()
     for model, flow in results:
         for layer, norms in enumerate(flow.norms):
@@ -401,4 +399,4 @@ def save_plot(path, results, *, title=""):
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    _write(path, _render(figure, _plot_format(path), path), "--plot")
+    _write(path, _render(figure, image_format, path), "--plot")

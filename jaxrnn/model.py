@@ -74,8 +74,9 @@ def make_dropout_masks(key, rate, num_layers, shape, dtype):
 # ---------------------------------------------------------------------------------------------
 # Output layer: logits, cross-entropy and its hand-written gradient
 # ---------------------------------------------------------------------------------------------
-def _log_probs(params, outputs, matmul_dtype=None):
-    """outputs: (T, B, H) -> log-softmax of the logits, (T, B, V)."""
+def output_log_probs(params, outputs, matmul_dtype=None):
+    """outputs: (..., H), e.g. (T, B, H) -> log-softmax of the logits ``outputs W_hy + b_y``,
+    (..., V)."""
     return jax.nn.log_softmax(matmul(outputs, params["W_hy"], matmul_dtype) + params["b_y"],
                               axis=-1)
 
@@ -118,7 +119,7 @@ def _manual_loss_fwd(arch, activation, matmul_dtype, params, inputs, targets, st
     # fwd: (params, inputs (T,B), targets (T,B), state, masks) -> ((loss, final_state), saved)
     cell = get_cell(arch, activation, matmul_dtype)
     outputs, final_state, residuals = stack_forward(cell, params["layers"], inputs, state, masks)
-    log_probs = _log_probs(params, outputs, matmul_dtype)
+    log_probs = output_log_probs(params, outputs, matmul_dtype)
     loss = _mean_nll(log_probs, targets)
     return (loss, final_state), (params, targets, masks, outputs, log_probs, residuals)
 
@@ -141,7 +142,7 @@ _manual_loss.defvjp(_manual_loss_fwd, _manual_loss_bwd)
 
 def _autodiff_loss(cell, params, inputs, targets, state, masks):
     outputs, final_state = reference_unroll(cell, params["layers"], inputs, state, masks)
-    return _mean_nll(_log_probs(params, outputs, cell.matmul_dtype), targets), final_state
+    return _mean_nll(output_log_probs(params, outputs, cell.matmul_dtype), targets), final_state
 
 
 def loss_fn(params, inputs, targets, state=None, *, arch, backward="manual", dropout=0.0,
@@ -194,7 +195,7 @@ def forward_log_probs(params, inputs, state=None, *, arch, activation=None, matm
         state = init_state(arch, inputs.shape[1], hidden_size_of(params), len(params["layers"]),
                            params["W_hy"].dtype)
     outputs, final_state, _ = stack_forward(cell, params["layers"], inputs, tuple(state))
-    return jnp.swapaxes(_log_probs(params, outputs, matmul_dtype), 0, 1), final_state
+    return jnp.swapaxes(output_log_probs(params, outputs, matmul_dtype), 0, 1), final_state
 
 
 def model_step(params, state, ids, *, arch, activation=None, matmul_dtype=None):
