@@ -44,7 +44,10 @@ CONFIG_HELP = {
     "decay_rate": "exponential schedule: factor the learning rate decays by over the run",
     "weight_decay": "decoupled weight decay (adamw only)",
     "momentum": "momentum (sgd only)",
-    "clip_norm": "clip the global gradient norm to this value",
+    "clip_norm": "clip threshold: the global gradient norm (--clip_mode=global) or every "
+                 "gradient entry's magnitude (--clip_mode=element)",
+    "clip_mode": "gradient clipping: global (rescale to norm <= --clip_norm), element (clip each "
+                 "entry to [-clip_norm, clip_norm], as in min-char-rnn) or none",
     "seed": "random seed for initialisation and dropout",
     "eval_every": "evaluate on the validation split, print a sample and checkpoint every N steps",
     "eval_batch_size": "parallel streams for evaluation; 1 reads the split as one stream, so every "

@@ -1,9 +1,11 @@
 """Several seeds and learning rates as one vmap-ed program:
-``python -m experiments.sweep --preset=quick --seeds=0,1,2 --learning_rates=2e-3,5e-3,1e-2``.
+``python -m experiments.sweep --preset=quick --seeds=0,1,2 --learning_rates=2e-3,5e-3,1e-2
+--clip_norms=1,5,inf``.
 
-Accepts every flag of experiments.train; every (learning rate, seed) pair of the grid is one run
-(runs differ only in seed and peak learning rate). Prints a table of the final train, validation
-and test losses and writes ``<output_dir>/sweep.jsonl``. No checkpoints.
+Accepts every flag of experiments.train; every (learning rate, clip threshold, seed) of the grid is
+one run (runs differ only in seed, peak learning rate and clip threshold). Prints a table of the
+final train, validation and test losses and writes ``<output_dir>/sweep.jsonl`` and each run's
+``<output_dir>/runs/<run>/metrics.jsonl``. No checkpoints.
 """
 from absl import app, flags
 
@@ -13,6 +15,8 @@ from jaxrnn.errors import ConfigError
 common.define_config_flags()
 flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds of the runs (integers)")
 flags.DEFINE_list("learning_rates", [], "peak learning rates of the runs; empty: --learning_rate")
+flags.DEFINE_list("clip_norms", [], "clip thresholds of the runs (inf: no clipping); empty: "
+                  "--clip_norm")
 FLAGS = flags.FLAGS
 
 
@@ -31,16 +35,22 @@ def main(argv):
     config = common.config_from_flags()
     common.enable_dtype(config.dtype)
     from jaxrnn import loop
-    results = loop.sweep(config, _parse(FLAGS.seeds, int, "seeds"),
-                         _parse(FLAGS.learning_rates, float, "learning_rates"))
-    print("| learning rate | seed | train loss | val nats/char | val bpc | test nats/char | "
-          "test bpc |\n|---|---|---|---|---|---|---|")
+    results, _ = loop.sweep(config, _parse(FLAGS.seeds, int, "seeds"),
+                            _parse(FLAGS.learning_rates, float, "learning_rates"),
+                            _parse(FLAGS.clip_norms, float, "clip_norms"))
+    print("| learning rate | clip | seed | train loss | val nats/char | val bpc | test nats/char "
+          "| test bpc | clipped |\n|---|---|---|---|---|---|---|---|---|")
     for run in results:
         note = "" if run["diverged_at_step"] is None else \
             f" (diverged at step {run['diverged_at_step']})"
-        print(f"| {run['learning_rate']:g} | {run['seed']} | {run['train_loss']:.4f} | "
-              f"{run['val']['loss']:.4f} | {run['val']['bpc']:.3f} | {run['test']['loss']:.4f} | "
-              f"{run['test']['bpc']:.3f}{note} |")
+        print(f"| {run['learning_rate']:g} | {run['clip_norm']} | {run['seed']} | "
+              f"{_cell(run['train_loss'])} | {_cell(run['val']['loss'])} | "
+              f"{_cell(run['val']['bpc'], 3)} | {_cell(run['test']['loss'])} | "
+              f"{_cell(run['test']['bpc'], 3)}{note} | {100 * run['clip_fraction']:.0f}% |")
+
+
+def _cell(value, digits=4):
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from jaxrnn.unroll import BACKWARDS
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "adagrad", "sgd")
 SCHEDULES = ("constant", "cosine", "exponential")
+CLIP_MODES = ("global", "element", "none")
 DTYPES = ("float32", "float64")
 
 
@@ -51,6 +52,7 @@ class Config:
     weight_decay: float = 1e-4          # adamw only
     momentum: float = 0.9               # sgd only
     clip_norm: float = 5.0
+    clip_mode: str = "global"           # global norm | element-wise | none
     seed: int = 0
     # evaluation, sampling, output
     eval_every: int = 1100
@@ -118,6 +120,7 @@ def validate(config: Config) -> Config:
     _choice(config, "recurrent_init", RECURRENT_INITS)
     _choice(config, "optimizer", OPTIMIZERS)
     _choice(config, "schedule", SCHEDULES)
+    _choice(config, "clip_mode", CLIP_MODES)
     _choice(config, "backward", BACKWARDS)
     _choice(config, "dtype", DTYPES)
     _require(not config.bf16_matmuls or config.dtype == "float32",

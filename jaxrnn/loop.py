@@ -4,7 +4,9 @@
 (pure, jitted); this module only moves data between the host and those functions, prints progress,
 appends metrics to ``<output_dir>/metrics.jsonl`` and keeps ``<output_dir>/checkpoint`` current.
 """
+import functools
 import json
+import os
 import pathlib
 import time
 
@@ -15,6 +17,7 @@ from jaxrnn import checkpoint, config as config_lib, data, parallel, sample, tra
 from jaxrnn.errors import CheckpointError, ConfigError, TrainingDivergedError
 
 CHECKPOINT_SUBDIR = "checkpoint"
+SPIKE_NATS = 0.5   # a step whose loss exceeds the previous step's by more is a loss spike
 
 
 def _append_jsonl(path, record):
@@ -91,6 +94,24 @@ def _compile(jitted, *args):
     return compiled, time.perf_counter() - start
 
 
+def _chunk_runner(make_chunk, log, what=""):
+    """``run(length, state, *args) -> (state, host metrics, seconds)``: compiles
+    ``make_chunk(length)`` once per length (reporting the compile time apart), runs it and brings
+    its metrics to the host; ``seconds`` is the call's wall time, compilation excluded."""
+    compiled = {}
+
+    def run(length, state, *args):
+        if length not in compiled:
+            compiled[length], seconds = _compile(make_chunk(length), state, *args)
+            log(f"compiled a {length}-step chunk{what} in {seconds:.1f}s")
+        tick = time.perf_counter()
+        state, metrics = compiled[length](state, *args)
+        metrics = {name: np.asarray(value) for name, value in jax.device_get(metrics).items()}
+        return state, metrics, time.perf_counter() - tick
+
+    return run
+
+
 def train(config, *, log=print, stop_at_step=None):
     """Train (or resume) per ``config``; returns a summary dict with the final metrics.
 
@@ -128,19 +149,15 @@ def train(config, *, log=print, stop_at_step=None):
         f"{train_lib.epoch_windows(config, num_windows)} windows of "
         f"{config.batch_size}x{config.seq_len} per epoch, backward={config.backward}")
 
-    chunks, step, start = {}, int(train_state.step), time.perf_counter()
+    step, start = int(train_state.step), time.perf_counter()
     train_seconds, steps_timed, pending = 0.0, 0, []
     schedule = train_lib.make_schedule(config)
+    run_chunk = _chunk_runner(functools.partial(train_lib.make_train_chunk, config, num_windows),
+                              log)
     while step < config.num_steps:
         length = _chunk_length(config, step)
-        if length not in chunks:
-            chunks[length], seconds = _compile(
-                train_lib.make_train_chunk(config, num_windows, length), train_state, streams)
-            log(f"compiled a {length}-step chunk in {seconds:.1f}s")
-        tick = time.perf_counter()
-        new_state, metrics = chunks[length](train_state, streams)
-        metrics = jax.device_get(metrics)
-        train_seconds += time.perf_counter() - tick
+        new_state, metrics, seconds = run_chunk(length, train_state, streams)
+        train_seconds += seconds
         steps_timed += length
         finite = np.isfinite(metrics["loss"])
         if not finite.all():
@@ -161,6 +178,7 @@ def train(config, *, log=print, stop_at_step=None):
             record = {"kind": "train", "step": step, "epoch": int(train_state.epoch),
                       "loss": float(merged["loss"].mean()),
                       "grad_norm": float(merged["grad_norm"].mean()),
+                      "max_grad_norm": float(merged["grad_norm"].max()),
                       "clip_fraction": float(merged["clipped"].mean()),
                       "learning_rate": float(schedule(step)), "chars_per_second": chars_per_second,
                       "elapsed_seconds": time.perf_counter() - start}
@@ -174,11 +192,14 @@ def train(config, *, log=print, stop_at_step=None):
             report = train_lib.loss_report(evaluate(train_state.params, val_streams))
             best_val_loss = report["loss"] if best_val_loss is None else min(best_val_loss,
                                                                               report["loss"])
-            _append_jsonl(metrics_path, {"kind": "val", "step": step, **report})
+            _append_jsonl(metrics_path, {"kind": "val", "step": step, **report,
+                                         "elapsed_seconds": time.perf_counter() - start})
             log(f"  val loss {report['loss']:.4f} nats/char = {report['bpc']:.3f} bpc, "
                 f"perplexity {report['perplexity']:.2f}")
             text = sample.sample_text(train_state.params, arch=config.arch, vocab=corpus.vocab,
-                                      key=jax.random.key(step), length=config.sample_length,
+                                      key=train_lib.stream_key(train_state.key, train_lib.STREAM_SAMPLES,
+                                                               step),
+                                      length=config.sample_length,
                                       temperature=config.sample_temperature,
                                       **train_lib.cell_options(config))[0]
             log("  sample: " + text.replace("\n", "\n          "))
@@ -203,28 +224,61 @@ def train(config, *, log=print, stop_at_step=None):
             / max(train_seconds, 1e-9)}
 
 
-def sweep(config, seeds, learning_rates=None, *, log=print):
-    """Train every (learning rate, seed) pair of the grid as one ``jit(vmap)`` program.
+def run_name(learning_rate, clip_norm, seed):
+    """The folder name of one run of a sweep, e.g. ``lr0.003-clip5-seed0``."""
+    return f"lr{learning_rate:g}-clip{clip_norm:g}-seed{seed}"
 
-    All runs share ``config`` except the seed (initialisation, dropout, state resets) and the peak
-    learning rate (a per-run multiplier of the schedule, `jaxrnn.train.make_multi_seed_chunk`),
-    and read the same windows. Validation loss of every run is reported every ``eval_every``
-    steps and the test loss at the end; a run whose loss stops being finite is reported as
-    diverged while the others go on. Records go to ``<output_dir>/sweep.jsonl``; no checkpoints.
 
-    Returns a list with one dict per run: seed, learning_rate, train_loss (mean of the last
-    ``log_every`` steps), val and test (`jaxrnn.train.loss_report`), diverged_at_step (or None).
+def _json_number(value):
+    """A float for JSON: None for NaN and the infinities (strict JSON has no such numbers)."""
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def _loss_spikes(losses, threshold=SPIKE_NATS):
+    """Steps whose loss exceeds the previous step's by more than ``threshold`` nats/char (steps
+    next to a non-finite loss are not counted: that is a divergence)."""
+    jumps = np.diff(losses)
+    return int(np.sum(jumps[np.isfinite(jumps)] > threshold))
+
+
+def sweep(config, seeds, learning_rates=None, clip_norms=None, *, log=print):
+    """Train every (learning rate, clip threshold, seed) of the grid as one ``jit(vmap)`` program.
+
+    All runs share ``config`` except the seed (each run's root key: initialisation, dropout, state
+    resets, window offsets), the peak learning rate and the clip threshold (per-run values,
+    `jaxrnn.train.RunHparams`). ``clip_norms`` may hold ``inf`` (no clipping in that run; with
+    ``--clip_mode=global``). A run whose loss stops being finite is reported as diverged while
+    the others go on.
+
+    Writes ``<output_dir>/sweep.jsonl`` (val and final records, each with its run's name and the
+    sweep's ``sweep_id``) and, per run, ``<output_dir>/runs/<run name>/metrics.jsonl`` in the
+    format of `train` (train records every ``log_every`` steps, val every ``eval_every``, test at
+    the end). No checkpoints.
+
+    Returns ``(results, train_states)``: one dict per run (seed, learning_rate, clip_norm,
+    train_loss = mean of the last ``log_every`` steps, val and test (`jaxrnn.train.loss_report`),
+    diverged_at_step (first non-finite loss, or None), diverged (non-finite, or a final train loss
+    above the uniform model's ln V), clip_fraction and max_grad_norm over all steps, loss_spikes
+    (steps whose loss jumped by more than SPIKE_NATS), seconds (the sweep's wall time, shared by
+    all runs), chars_per_second (the sweep's, summed over runs)) and the final stacked
+    `TrainState` s (leading axis: the runs, in the order of ``results``).
     """
     if config.data_parallel:
         raise ConfigError("--data_parallel is not supported by the sweep; drop it (the runs of a "
                           "sweep share the devices as one vmapped program)")
     if not seeds:
         raise ConfigError("--seeds is empty; give at least one seed, e.g. --seeds=0,1,2")
-    if any(rate <= 0 for rate in learning_rates or ()):
-        raise ConfigError("--learning_rates must all be > 0, got "
+    if any(not rate > 0 or not np.isfinite(rate) for rate in learning_rates or ()):
+        raise ConfigError("--learning_rates must all be finite and > 0, got "
                           + ",".join(f"{rate:g}" for rate in learning_rates))
+    if any(not clip > 0 for clip in clip_norms or ()):
+        raise ConfigError("--clip_norms must all be > 0 (inf: no clipping), got "
+                          + ",".join(f"{clip:g}" for clip in clip_norms))
     learning_rates = [config.learning_rate] if not learning_rates else list(learning_rates)
-    runs = [(seed, rate) for rate in learning_rates for seed in seeds]
+    clip_norms = [config.clip_norm] if not clip_norms else list(clip_norms)
+    runs = [(seed, rate, clip) for rate in learning_rates for clip in clip_norms for seed in seeds]
+    names = [run_name(rate, clip, seed) for seed, rate, clip in runs]
     corpus = data.load_corpus(config.data, config.split)
     streams = jax.device_put(data.make_streams(corpus.train, config.batch_size, config.seq_len,
                                                name="training split"))
@@ -232,64 +286,107 @@ def sweep(config, seeds, learning_rates=None, *, log=print):
     output_dir = pathlib.Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     records_path = output_dir / "sweep.jsonl"
+    run_paths = [output_dir / "runs" / name / "metrics.jsonl" for name in names]
+    for path in run_paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")                          # a rerun of the sweep starts its records anew
+    sweep_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
     train_states = train_lib.init_train_states(config, len(corpus.vocab),
-                                               [seed for seed, _ in runs])
-    scales = np.asarray([rate / config.learning_rate for _, rate in runs],
-                        np.dtype(config.dtype))
+                                               [seed for seed, _, _ in runs])
+    hparams = train_lib.run_hparams(config, [rate for _, rate, _ in runs],
+                                    [clip for _, _, clip in runs])
     evaluate = jax.jit(jax.vmap(train_lib.make_evaluate(config), in_axes=(0, None)))
     val_streams = eval_streams(config, corpus.val, "validation")
-    log(f"sweep of {len(runs)} runs ({len(learning_rates)} learning rates x {len(seeds)} seeds) "
-        f"as one program: {config.arch} H={config.hidden_size} L={config.num_layers}, "
-        f"{config.num_steps} steps of {config.batch_size}x{config.seq_len}")
+    log(f"sweep of {len(runs)} runs ({len(learning_rates)} learning rates x {len(clip_norms)} "
+        f"clip thresholds x {len(seeds)} seeds) as one program: {config.arch} "
+        f"H={config.hidden_size} L={config.num_layers}, {config.num_steps} steps of "
+        f"{config.batch_size}x{config.seq_len}")
 
-    chunks, step, start, train_seconds = {}, 0, time.perf_counter(), 0.0
+    run_chunk = _chunk_runner(functools.partial(train_lib.make_multi_seed_chunk, config,
+                                                num_windows), log, f" of {len(runs)} runs")
+    step, start, train_seconds = 0, time.perf_counter(), 0.0
     diverged_at = [None] * len(runs)
-    recent = np.zeros((len(runs), 0))                      # (S, up to log_every) last losses
+    recent = {name: np.zeros((len(runs), 0)) for name in ("loss", "grad_norm", "clipped")}
+    totals = {"clipped": np.zeros(len(runs)), "max_grad_norm": np.zeros(len(runs)),
+              "spikes": np.zeros(len(runs), int)}
+    last_loss = np.full((len(runs), 1), np.nan)
     while step < config.num_steps:
         length = _chunk_length(config, step)
-        if length not in chunks:
-            chunks[length], seconds = _compile(
-                train_lib.make_multi_seed_chunk(config, num_windows, length), train_states,
-                streams, scales)
-            log(f"compiled a {length}-step chunk of {len(runs)} runs in {seconds:.1f}s")
-        tick = time.perf_counter()
-        train_states, metrics = chunks[length](train_states, streams, scales)
-        losses = np.asarray(jax.device_get(metrics["loss"]))             # (S, length)
-        train_seconds += time.perf_counter() - tick
+        train_states, metrics, seconds = run_chunk(length, train_states, streams, hparams)
+        train_seconds += seconds
+        losses = metrics["loss"]                                         # (S, length)
         for index, run_losses in enumerate(losses):
             bad = ~np.isfinite(run_losses)
             if diverged_at[index] is None and bad.any():
                 diverged_at[index] = step + int(np.argmax(bad)) + 1
-                log(f"  run seed={runs[index][0]} lr={runs[index][1]:g} diverged at step "
-                    f"{diverged_at[index]} (loss {run_losses[bad][0]}); the others go on")
+                log(f"  run {names[index]} diverged at step {diverged_at[index]} (loss "
+                    f"{run_losses[bad][0]}); the others go on")
+            totals["spikes"][index] += _loss_spikes(
+                np.concatenate([last_loss[index], run_losses]))
+        last_loss = losses[:, -1:]
+        totals["clipped"] += metrics["clipped"].sum(axis=1)
+        finite_norms = np.where(np.isfinite(metrics["grad_norm"]), metrics["grad_norm"], 0.0)
+        totals["max_grad_norm"] = np.maximum(totals["max_grad_norm"], finite_norms.max(axis=1))
         step += length
-        recent = np.concatenate([recent, losses], axis=1)[:, -config.log_every:]
+        for name in recent:
+            recent[name] = np.concatenate([recent[name], metrics[name]],
+                                          axis=1)[:, -config.log_every:]
+        elapsed = time.perf_counter() - start
         if step % config.log_every == 0 or step == config.num_steps:
-            mean = recent.mean(axis=1)
+            mean = recent["loss"].mean(axis=1)
+            for index, path in enumerate(run_paths):
+                _append_jsonl(path, {
+                    "kind": "train", "step": step, "loss": _json_number(mean[index]),
+                    "grad_norm": _json_number(recent["grad_norm"][index].mean()),
+                    "max_grad_norm": _json_number(np.max(recent["grad_norm"][index])),
+                    "clip_fraction": float(recent["clipped"][index].mean()),
+                    "learning_rate": float(hparams.learning_rate_scale[index])
+                    * float(train_lib.make_schedule(config)(step)),
+                    "elapsed_seconds": elapsed})
             finite = mean[np.isfinite(mean)]
             chars = step * len(runs) * config.batch_size * config.seq_len
             log(f"step {step}/{config.num_steps} train loss over runs "
                 + (f"{finite.min():.4f}..{finite.max():.4f}" if finite.size else "-")
                 + f" {chars / train_seconds:,.0f} chars/s (all runs) elapsed "
-                f"{_format_seconds(time.perf_counter() - start)}")
+                f"{_format_seconds(elapsed)}")
         if step % config.eval_every == 0 or step == config.num_steps:
             val = np.asarray(evaluate(train_states.params, val_streams))
-            for (seed, rate), loss in zip(runs, val):
-                _append_jsonl(records_path, {"kind": "val", "step": step, "seed": seed,
+            for index, ((seed, rate, clip), loss) in enumerate(zip(runs, val)):
+                report = {key: _json_number(value)
+                          for key, value in train_lib.loss_report(loss).items()}
+                _append_jsonl(run_paths[index], {"kind": "val", "step": step, **report,
+                                                 "elapsed_seconds": elapsed})
+                _append_jsonl(records_path, {"kind": "val", "sweep_id": sweep_id,
+                                             "run": names[index], "step": step, "seed": seed,
                                              "learning_rate": rate,
-                                             **train_lib.loss_report(loss)})
+                                             "clip_norm": _json_number(clip), **report})
             log(f"  val loss over runs {np.nanmin(val):.4f}..{np.nanmax(val):.4f} nats/char")
 
     test = np.asarray(evaluate(train_states.params, eval_streams(config, corpus.test, "test")))
+    seconds = time.perf_counter() - start
+    uniform = float(np.log(len(corpus.vocab)))
     results = []
-    final_train = recent.mean(axis=1)
-    for index, (seed, rate) in enumerate(runs):
-        result = {"seed": seed, "learning_rate": rate, "train_loss": float(final_train[index]),
-                  "val": train_lib.loss_report(val[index]),
-                  "test": train_lib.loss_report(test[index]),
-                  "diverged_at_step": diverged_at[index]}
-        _append_jsonl(records_path, {"kind": "final", "step": step, **result})
+    final_train = recent["loss"].mean(axis=1)
+    for index, (seed, rate, clip) in enumerate(runs):
+        test_report = {key: _json_number(value)
+                       for key, value in train_lib.loss_report(test[index]).items()}
+        _append_jsonl(run_paths[index], {"kind": "test", "step": step, **test_report})
+        result = {"run": names[index], "seed": seed, "learning_rate": rate,
+                  "clip_norm": _json_number(clip),
+                  "train_loss": _json_number(final_train[index]),
+                  "val": {key: _json_number(value)
+                          for key, value in train_lib.loss_report(val[index]).items()},
+                  "test": test_report,
+                  "diverged_at_step": diverged_at[index],
+                  "diverged": bool(diverged_at[index] is not None
+                                   or not final_train[index] < uniform),
+                  "clip_fraction": float(totals["clipped"][index] / step),
+                  "max_grad_norm": _json_number(totals["max_grad_norm"][index]),
+                  "loss_spikes": int(totals["spikes"][index]),
+                  "steps": step, "seconds": seconds,
+                  "chars_per_second": step * len(runs) * config.batch_size * config.seq_len
+                  / max(train_seconds, 1e-9)}
+        _append_jsonl(records_path, {"kind": "final", "sweep_id": sweep_id, **result})
         results.append(result)
-    log(f"{len(runs)} runs in {_format_seconds(time.perf_counter() - start)}; records: "
-        f"{records_path}")
-    return results
+    log(f"{len(runs)} runs in {_format_seconds(seconds)}; records: {records_path}")
+    return results, train_states

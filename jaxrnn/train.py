@@ -19,6 +19,7 @@ into a degenerate state when started from zero elsewhere (see BUILD_NOTES.md).
 """
 import functools
 import math
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +30,22 @@ from jaxrnn.errors import ConfigError
 from jaxrnn.types import TrainState
 
 LN2 = math.log(2.0)
+
+# Every random stream of a run is derived from its root key ``jax.random.key(seed)`` with
+# ``fold_in`` and one of these constants, so no two streams (and no two seeds) share keys:
+#   init:    the parameters' initialisation
+#   step:    per optimiser step k, fold_in(fold_in(root, STREAM_STEP), k), split by name into
+#            dropout masks (STEP_DROPOUT) and per-stream state resets (STEP_STATE_RESET)
+#   offsets: per epoch e, fold_in(fold_in(root, STREAM_OFFSETS), e), the random window offset
+#   samples: per evaluation at step k, fold_in(fold_in(root, STREAM_SAMPLES), k)
+STREAM_INIT, STREAM_STEP, STREAM_OFFSETS, STREAM_SAMPLES = 0, 1, 2, 3
+STEP_DROPOUT, STEP_STATE_RESET = 0, 1
+
+
+def stream_key(root_key, stream, index=None):
+    """The key of ``stream`` (a STREAM_* constant), optionally of its ``index``-th draw."""
+    key = jax.random.fold_in(root_key, stream)
+    return key if index is None else jax.random.fold_in(key, index)
 
 
 def cell_options(config):
@@ -64,10 +81,8 @@ def make_schedule(config):
 
 
 def make_optimizer(config):
-    """``clip_by_global_norm(clip_norm)`` followed by the chosen optimiser on the schedule.
-
-    Clipping the global gradient norm is the standard remedy for exploding RNN gradients
-    (Pascanu et al. 2013)."""
+    """The chosen optimiser on the schedule, without clipping: `clip_gradients` runs before it
+    inside the train step, so that the clip threshold can differ per run of a vmapped sweep."""
     schedule = make_schedule(config)
     optimizers = {
         "adam": lambda: optax.adam(schedule),
@@ -76,7 +91,43 @@ def make_optimizer(config):
         "adagrad": lambda: optax.adagrad(schedule),
         "sgd": lambda: optax.sgd(schedule, momentum=config.momentum),
     }
-    return optax.chain(optax.clip_by_global_norm(config.clip_norm), optimizers[config.optimizer]())
+    return optimizers[config.optimizer]()
+
+
+def clip_gradients(grads, clip_mode, threshold):
+    """Clip a gradient pytree; returns ``(clipped grads, clipped)`` with ``clipped`` 1.0 when the
+    clip changed anything, else 0.0. ``threshold`` is a scalar and may be traced.
+
+    global:  g * min(1, c / |g|), |g| the global L2 norm over all leaves (Pascanu et al. 2013;
+             the same formula as ``optax.clip_by_global_norm``)
+    element: every entry clipped to [-c, c] (as in Karpathy's min-char-rnn)
+    none:    g unchanged
+    """
+    if clip_mode == "none":
+        return grads, jnp.zeros((), jax.tree.leaves(grads)[0].dtype)
+    if clip_mode == "element":
+        largest = jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)) for leaf in jax.tree.leaves(grads)]))
+        return (jax.tree.map(lambda leaf: jnp.clip(leaf, -threshold, threshold), grads),
+                (largest > threshold).astype(largest.dtype))
+    norm = optax.tree.norm(grads)
+    clipped = norm >= threshold
+    grads = jax.tree.map(lambda leaf: jnp.where(clipped, leaf / norm * threshold, leaf), grads)
+    return grads, clipped.astype(norm.dtype)
+
+
+class RunHparams(NamedTuple):
+    """Per-run values of a vmapped sweep (each () or (S,) for S runs): a multiplier of the
+    schedule's learning rate, and the clip threshold (`clip_gradients`)."""
+
+    learning_rate_scale: jax.Array
+    clip_norm: jax.Array
+
+
+def run_hparams(config, learning_rates, clip_norms, dtype=None):
+    """`RunHparams` with (S,) arrays for runs at ``learning_rates`` and ``clip_norms`` (S each)."""
+    dtype = dtype or dtype_of(config)
+    return RunHparams(jnp.asarray([rate / config.learning_rate for rate in learning_rates], dtype),
+                      jnp.asarray(clip_norms, dtype))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,15 +139,15 @@ def zero_model_state(config, batch_size):
 
 
 def init_train_state(config, vocab_size, key=None):
-    """Fresh `TrainState` from ``config.seed`` (or ``key``)."""
+    """Fresh `TrainState` from the root key ``jax.random.key(config.seed)`` (or ``key``); the
+    state keeps the root key, from which every later random stream is folded (STREAM_*)."""
     key = jax.random.key(config.seed) if key is None else key
-    init_key, dropout_key = jax.random.split(key)
-    params = model.init_params(init_key, config.arch, vocab_size, config.hidden_size,
+    params = model.init_params(stream_key(key, STREAM_INIT), config.arch, vocab_size, config.hidden_size,
                                config.num_layers, dtype=dtype_of(config),
                                recurrent_init=config.recurrent_init, **cell_options(config))
     counters = [jnp.zeros((), jnp.int32) for _ in range(3)]  # distinct buffers: they are donated
     return TrainState(params, make_optimizer(config).init(params),
-                      zero_model_state(config, config.batch_size), *counters, dropout_key)
+                      zero_model_state(config, config.batch_size), *counters, key)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,51 +165,53 @@ def epoch_windows(config, num_windows):
 
 
 def make_train_step(config, num_windows):
-    """``train_step(train_state, streams (B, W*T+1), learning_rate_scale=None) -> (train_state,
-    metrics)``, pure; ``learning_rate_scale`` (a scalar, may be traced) multiplies the learning
-    rate of the schedule, so that runs at different rates can share one compiled program.
+    """``train_step(train_state, streams (B, W*T+1), hparams=None) -> (train_state, metrics)``,
+    pure. ``hparams`` (a `RunHparams` of scalars, may be traced) overrides the learning rate (as a
+    multiple of the schedule's) and the clip threshold, so that runs at different values can share
+    one compiled program; None runs ``config``'s values.
 
-    metrics: loss (nats/char, before the update), grad_norm (before clipping), clipped (1.0 when
-    the global-norm clip fired).
+    metrics: loss (nats/char, before the update), grad_norm (global L2 norm before clipping),
+    clipped (1.0 when the clip changed the gradient).
     """
     optimizer = make_optimizer(config)
     windows_per_epoch = epoch_windows(config, num_windows)
-    offset_key = jax.random.key(config.seed + 1)
     value_and_grad = jax.value_and_grad(
         functools.partial(model.loss_fn, arch=config.arch, backward=config.backward,
                           dropout=config.dropout, **cell_options(config)), has_aux=True)
 
-    def train_step(train_state, streams, learning_rate_scale=None):
-        params, opt_state, model_state, step, window, epoch, key = train_state
-        key, dropout_key = jax.random.split(key)
+    def train_step(train_state, streams, hparams: Optional[RunHparams] = None):
+        params, opt_state, model_state, step, window, epoch, root_key = train_state
+        step_key = stream_key(root_key, STREAM_STEP, step)
         # Zero the carried state at each epoch start and, with state_reset_probability, that of
         # each stream before a window, so the model also learns to start from zeros mid-text.
         reset = window == 0
         if config.state_reset_probability > 0:
-            reset = reset | jax.random.bernoulli(jax.random.fold_in(dropout_key, 1),
+            reset = reset | jax.random.bernoulli(jax.random.fold_in(step_key, STEP_STATE_RESET),
                                                  config.state_reset_probability,
                                                  (config.batch_size, 1))
         model_state = jax.tree.map(lambda carry: jnp.where(reset, 0, carry), model_state)
         offset = 0
         if config.random_offsets:
-            offset = jax.random.randint(jax.random.fold_in(offset_key, epoch), (), 0,
+            offset = jax.random.randint(stream_key(root_key, STREAM_OFFSETS, epoch), (), 0,
                                         config.seq_len)
         inputs, targets = data.get_window_jax(streams, window, config.seq_len, offset)
-        (loss, final_state), grads = value_and_grad(params, inputs, targets, model_state,
-                                                    dropout_key=dropout_key)
+        (loss, final_state), grads = value_and_grad(
+            params, inputs, targets, model_state,
+            dropout_key=jax.random.fold_in(step_key, STEP_DROPOUT))
         grad_norm = optax.tree.norm(grads)
+        clip_norm = config.clip_norm if hparams is None else hparams.clip_norm
+        grads, clipped = clip_gradients(grads, config.clip_mode, clip_norm)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        if learning_rate_scale is not None:
+        if hparams is not None:
             # Every optimiser here ends by multiplying its update by the schedule's learning
             # rate, so scaling the update is running it at learning_rate_scale times that rate.
-            updates = jax.tree.map(lambda update: update * learning_rate_scale, updates)
+            updates = jax.tree.map(lambda update: update * hparams.learning_rate_scale, updates)
         params = optax.apply_updates(params, updates)
         next_window = (window + 1) % windows_per_epoch
         epoch = epoch + (next_window == 0).astype(jnp.int32)
-        metrics = {"loss": loss, "grad_norm": grad_norm,
-                   "clipped": (grad_norm > config.clip_norm).astype(loss.dtype)}
+        metrics = {"loss": loss, "grad_norm": grad_norm, "clipped": clipped.astype(loss.dtype)}
         new_state = TrainState(params, opt_state, jax.lax.stop_gradient(final_state), step + 1,
-                               next_window, epoch, key)
+                               next_window, epoch, root_key)
         return new_state, metrics
 
     return train_step
@@ -184,19 +237,20 @@ def init_train_states(config, vocab_size, seeds):
 
 def make_multi_seed_chunk(config, num_windows, length):
     """Like `make_train_chunk`, for S independent runs at once: ``jit(vmap(chunk))`` over the
-    leading axis of the stacked train states (one compiled program; every run reads the same
-    windows). ``chunk(train_states, streams, learning_rate_scales=None)``: optional (S,)
-    multipliers of the learning rate, one per run, for a learning-rate sweep in the same program.
-    Returns metrics of shape (S, length)."""
+    leading axis of the stacked train states (one compiled program; each run draws its own
+    windows' offsets, dropout and resets from its own root key).
+    ``chunk(train_states, streams, hparams=None)``: an optional `RunHparams` of (S,) arrays (see
+    `run_hparams`), one learning rate and clip threshold per run, for lr x clip x seed grids in
+    the same program. Returns metrics of shape (S, length)."""
     train_step = make_train_step(config, num_windows)
 
-    def one_run(train_state, streams, learning_rate_scale):
-        return jax.lax.scan(lambda state, _: train_step(state, streams, learning_rate_scale),
+    def one_run(train_state, streams, hparams):
+        return jax.lax.scan(lambda state, _: train_step(state, streams, hparams),
                             train_state, None, length=length)
 
-    def chunk(train_states, streams, learning_rate_scales=None):
-        return jax.vmap(one_run, in_axes=(0, None, None if learning_rate_scales is None else 0))(
-            train_states, streams, learning_rate_scales)
+    def chunk(train_states, streams, hparams=None):
+        return jax.vmap(one_run, in_axes=(0, None, None if hparams is None else 0))(
+            train_states, streams, hparams)
 
     return jax.jit(chunk, donate_argnums=0)
 

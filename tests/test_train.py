@@ -188,24 +188,58 @@ def test_multi_seed_chunk_equals_separate_runs(tmp_path, small_text):
     assert not np.allclose(metrics["loss"][0], metrics["loss"][1])
 
 
-def test_multi_seed_chunk_learning_rate_scales_equal_runs_at_those_rates(tmp_path, small_text):
-    """A per-run learning-rate multiplier in the vmapped program is a run at that rate."""
-    config = _config(tmp_path, small_text)
+@pytest.mark.parametrize("clip_mode", ["global", "element"])
+def test_multi_seed_chunk_lr_clip_seed_grid_equals_each_run_alone(tmp_path, small_text,
+                                                                  clip_mode):
+    """Per-run learning rates and clip thresholds in the vmapped program: each run of an
+    lr x clip x seed grid is the run it would have been alone at those values."""
+    config = _config(tmp_path, small_text, dropout=0.1, clip_mode=clip_mode)
     ids = data.encode(data.build_vocab(small_text), small_text)
     streams = data.make_streams(ids, config.batch_size, config.seq_len)
     num_windows = data.num_windows(streams, config.seq_len)
     vocab_size = len(set(small_text))
-    scales = np.asarray([0.5, 3.0], np.float32)
+    # thresholds that clip every step (0.05, 0.002), none (inf), at two rates and two seeds
+    grid = [(rate, clip, seed) for rate in (0.5 * config.learning_rate, 3 * config.learning_rate)
+            for clip in (0.05 if clip_mode == "global" else 0.002, float("inf"))
+            for seed in (7, 8)]
+    hparams = train.run_hparams(config, [rate for rate, _, _ in grid],
+                                [clip for _, clip, _ in grid])
     states, metrics = train.make_multi_seed_chunk(config, num_windows, 4)(
-        train.init_train_states(config, vocab_size, [7, 7]), streams, scales)
-    for index, scale in enumerate(scales):
-        rate_config = dataclasses.replace(config, learning_rate=config.learning_rate * scale)
-        alone, alone_metrics = train.make_train_chunk(rate_config, num_windows, 4)(
-            train.init_train_state(rate_config, vocab_size, jax.random.key(7)), streams)
-        np.testing.assert_allclose(metrics["loss"][index], alone_metrics["loss"], rtol=1e-5)
+        train.init_train_states(config, vocab_size, [seed for _, _, seed in grid]), streams,
+        hparams)
+    for index, (rate, clip, seed) in enumerate(grid):
+        alone_config = dataclasses.replace(config, learning_rate=rate, clip_norm=clip)
+        alone, alone_metrics = train.make_train_chunk(alone_config, num_windows, 4)(
+            train.init_train_state(alone_config, vocab_size, jax.random.key(seed)), streams)
+        for name in ("loss", "grad_norm", "clipped"):
+            np.testing.assert_allclose(metrics[name][index], alone_metrics[name], rtol=1e-5)
+        assert metrics["clipped"][index].all() == (clip < 1)    # the clip fired, or never
         for got, want in zip(jax.tree.leaves(states.params), jax.tree.leaves(alone.params)):
             np.testing.assert_allclose(got[index], want, rtol=1e-4, atol=1e-6)
-    assert not np.allclose(metrics["loss"][0, 1:], metrics["loss"][1, 1:])
+    final_losses = np.asarray(metrics["loss"][:, -1])
+    assert len(set(np.round(final_losses, 6))) == len(grid)     # every run went its own way
+
+
+def test_clip_gradients_modes_match_optax():
+    """global = optax.clip_by_global_norm, element = optax.clip, none = unchanged; the flag says
+    whether anything changed."""
+    import optax
+    grads = {"a": jax.numpy.asarray([3.0, -4.0]), "b": jax.numpy.asarray([[0.5, -12.0]])}
+    for threshold in (2.0, 100.0):
+        want, _ = optax.clip_by_global_norm(threshold).update(grads, None)
+        got, clipped = train.clip_gradients(grads, "global", threshold)
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(g, w, rtol=1e-6)
+        assert float(clipped) == (threshold < 13.0)                   # |g| = 13
+        want, _ = optax.clip(threshold).update(grads, None)
+        got, clipped = train.clip_gradients(grads, "element", threshold)
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_array_equal(g, w)
+        assert float(clipped) == (threshold < 12.0)                   # largest entry 12
+    got, clipped = train.clip_gradients(grads, "none", 1e-3)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(grads)):
+        np.testing.assert_array_equal(g, w)
+    assert float(clipped) == 0.0
 
 
 def test_state_reset_probability_one_starts_every_window_from_zeros(tmp_path, small_text):

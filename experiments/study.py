@@ -1,0 +1,63 @@
+"""Run a study: ``python -m experiments.study --study=architectures --budget=full
+--output_dir=experiments/results/architectures``.
+
+Studies (grids, fixed settings, vmapped axes) are defined in `jaxrnn.studies`; this launcher only
+parses flags. Each group of runs (one vmapped program) writes its runs' ``metrics.jsonl`` and its
+``result.json``; the study writes ``results.json``, ``table.md``, its PNG plots and
+``command.txt`` into ``--output_dir``. Re-running a finished study only redraws its outputs; an
+interrupted one resumes with the groups it has not finished.
+"""
+import shlex
+import sys
+
+from absl import app, flags
+
+from experiments import common
+
+flags.DEFINE_enum("study", None, ["architectures", "activations", "seq_len", "hyperparams",
+                                  "clipping", "schedules"], "which study to run")
+flags.DEFINE_enum("budget", "quick", ["quick", "full"],
+                  "quick: tiny models, under 2 minutes; full: the report's sizes")
+flags.DEFINE_string("output_dir", None, "folder for the study's results (default "
+                    "runs/studies/<study>-<budget>)")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds of every configuration (integers)")
+flags.DEFINE_string("data", "tinyshakespeare", "'tinyshakespeare' or a path to a UTF-8 text file")
+flags.DEFINE_integer("num_steps", None, "override every group's number of steps (e.g. for a "
+                     "smoke test); default: the study's budget")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    from jaxrnn import report, studies
+    from jaxrnn.errors import ConfigError
+    try:
+        seeds = [int(seed) for seed in FLAGS.seeds]
+    except ValueError:
+        raise ConfigError(f"--seeds must be comma-separated integers, got "
+                          f"{','.join(FLAGS.seeds)!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError("--seeds must list at least one seed, each once, e.g. --seeds=0,1,2")
+    output_dir = FLAGS.output_dir or f"runs/studies/{FLAGS.study}-{FLAGS.budget}"
+    overrides = {"data": FLAGS.data}
+    if FLAGS.num_steps is not None:
+        overrides.update(num_steps=FLAGS.num_steps,
+                         eval_every=max(1, FLAGS.num_steps // 2),
+                         log_every=max(1, FLAGS.num_steps // 4),
+                         warmup_steps=min(10, FLAGS.num_steps))
+    command = "python -m experiments.study " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+
+    def redraw(study, results):
+        report.write_report(study, results, output_dir, command)
+
+    study, results = studies.run_study(FLAGS.study, FLAGS.budget, output_dir, seeds=seeds,
+                                       overrides=overrides, after_group=redraw)
+    print(report.write_report(study, results, output_dir, command))
+    with open(f"{output_dir}/command.txt", "w", encoding="utf-8") as handle:
+        handle.write(command + "\n")
+    print(f"results: {output_dir}/results.json, table.md, "
+          + ", ".join(f"{name}.png" for name in study.plots))
+
+
+if __name__ == "__main__":
+    flags.mark_flag_as_required("study")
+    app.run(common.run_main(main))

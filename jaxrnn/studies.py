@@ -1,0 +1,363 @@
+"""The studies: research questions as data (grids, fixed settings, vmapped axes) and one runner.
+
+A study is a list of `Group` s. A group is one compiled program: a `Config` fixing every shape
+(arch, activation, hidden size, layers, sequence length, ...) and the runs it trains at once under
+``jax.vmap`` -- every (learning rate, clip threshold, seed) of its grid (`jaxrnn.loop.sweep`).
+Axes that change shapes loop over groups. Each study also names how its runs are summarised:
+which columns identify a configuration (``table_keys``), whether each configuration is reported
+at its best learning rate, and which plots to draw (`jaxrnn.report`).
+
+`run_study` trains every group whose ``result.json`` is missing (that file, written atomically
+last, is a group's commit mark), so an interrupted study resumes with the groups it has not
+finished, and re-running a complete study only redraws its outputs.
+
+Budgets: ``quick`` (tiny models, a few hundred steps: every study in well under 2 minutes on a
+2-core CPU) and ``full`` (the sizes the report's tables come from). Each study's full-budget
+wall time is measured and stated in BUILD_NOTES.md.
+"""
+import dataclasses
+import json
+import math
+import pathlib
+import time
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import jax
+import numpy as np
+
+from jaxrnn import checkpoint, config as config_lib, data, files, loop, model, sample
+from jaxrnn import train as train_lib
+from jaxrnn.errors import ConfigError
+
+BUDGETS = ("quick", "full")
+REACH_WINDOW, REACH_STREAMS = 200, 16   # characters and streams of the gradient-reach window
+RESULT_FILE = "result.json"
+INF = float("inf")
+
+
+class Group(NamedTuple):
+    """One vmapped program of a study.
+
+    name: folder name inside the study's output folder, e.g. ``"lstm-equal_hidden"``.
+    labels: the values that identify the configuration in tables, e.g. ``{"arch": "lstm"}``.
+    overrides: `Config` fields of this group on top of the study's base settings.
+    learning_rates, clip_norms: the vmapped grid (every pair, times every seed).
+    seeds: the group's own seeds, e.g. ``(0,)`` for a one-seed grid; None: the study's
+        (``--seeds``).
+    same_as: the name of an earlier group of the study with the identical program, whose runs
+        this group reports under its own labels instead of training them again.
+    """
+
+    name: str
+    labels: Dict[str, object]
+    overrides: Dict[str, object]
+    learning_rates: Tuple[float, ...]
+    clip_norms: Tuple[float, ...] = (5.0,)
+    seeds: Optional[Tuple[int, ...]] = None
+    same_as: Optional[str] = None
+
+
+class Study(NamedTuple):
+    """A question, its groups, and how its runs are summarised.
+
+    question: one line, the question the study answers.
+    base: `Config` fields shared by every group (before the group's own).
+    groups: the groups.
+    table_keys: run fields (labels, ``learning_rate``, ``clip_norm``) that identify one row of
+        the table; the seeds of a row are aggregated as mean and standard deviation.
+    best_lr: report each configuration (``table_keys`` minus ``learning_rate``) at the learning
+        rate with the lowest mean validation loss, and say so in the table.
+    plots: names of `jaxrnn.report` plots to draw.
+    samples: keep a sample of each group's best run.
+    explore: ``(part, factors)`` pairs: the runs labelled ``part`` get a hyper-parameters-explored
+        table (`jaxrnn.report.explored`) over ``factors``, per arch.
+    gradient_reach: measure how far back the gradient of each group's best run reaches
+        (`jaxrnn.gradient_flow` on REACH_WINDOW characters of the validation split).
+    """
+
+    question: str
+    base: Dict[str, object]
+    groups: Tuple[Group, ...]
+    table_keys: Tuple[str, ...]
+    best_lr: bool = False
+    plots: Tuple[str, ...] = ("curves",)
+    samples: bool = False
+    gradient_reach: bool = False
+    explore: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
+
+
+# Settings every study shares unless it says otherwise: the data pipeline of the main job, no
+# dropout, Adam on a cosine schedule with a short warm-up, global-norm clip 5.
+_COMMON = dict(batch_size=32, seq_len=50, dropout=0.0, optimizer="adam", schedule="cosine",
+               warmup_steps=50, clip_norm=5.0, eval_batch_size=4, sample_length=300,
+               sample_temperature=0.8)
+
+# The budget's model size, steps and evaluation interval.
+_SIZES = {
+    "quick": dict(hidden=32, steps=150, eval_every=75, log_every=25, small_hidden=16),
+    "full": dict(hidden=128, steps=800, eval_every=200, log_every=50, small_hidden=64),
+}
+
+
+def _base(budget, **extra):
+    size = _SIZES[budget]
+    return {**_COMMON, "num_steps": size["steps"], "eval_every": size["eval_every"],
+            "log_every": size["log_every"], **extra}
+
+
+def param_count(arch, vocab_size, hidden_size, num_layers=1):
+    """Number of parameters of a model (no arrays allocated)."""
+    shapes = jax.eval_shape(lambda: model.init_params(jax.random.key(0), arch, vocab_size,
+                                                      hidden_size, num_layers))
+    return int(sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes)))
+
+
+def hidden_for_params(arch, vocab_size, target, num_layers=1):
+    """The hidden size whose parameter count is closest to ``target``."""
+    low, high = 1, 8192
+    while low < high:                                   # smallest H with count >= target
+        middle = (low + high) // 2
+        if param_count(arch, vocab_size, middle, num_layers) < target:
+            low = middle + 1
+        else:
+            high = middle
+    return min((low - 1, low), key=lambda size: abs(
+        param_count(arch, vocab_size, max(size, 1), num_layers) - target)) or 1
+
+
+def _architectures(budget, vocab_size):
+    hidden = _SIZES[budget]["hidden"]
+    target = param_count("lstm", vocab_size, hidden)
+    groups = []
+    for sizing in ("equal_hidden", "equal_params"):
+        for arch in ("rnn", "lstm", "gru"):
+            size = hidden if sizing == "equal_hidden" else hidden_for_params(arch, vocab_size,
+                                                                             target)
+            same = "lstm-equal_hidden" if sizing == "equal_params" and arch == "lstm" else None
+            groups.append(Group(f"{arch}-{sizing}", {"sizing": sizing, "arch": arch,
+                                                     "hidden_size": size},
+                                {"arch": arch, "hidden_size": size}, (3e-3, 1e-2),
+                                same_as=same))
+    return Study("Which cell learns Tiny Shakespeare best, at equal hidden size and at equal "
+                 "parameter count?", _base(budget), tuple(groups),
+                 ("sizing", "arch", "hidden_size", "learning_rate"), best_lr=True,
+                 plots=("curves", "curves_wall"), samples=True)
+
+
+def _activations(budget, vocab_size):
+    groups = []
+    for activation in ("tanh", "relu", "sigmoid", "identity"):
+        for init in ("orthogonal", "identity", "scaled_normal"):
+            groups.append(Group(f"{activation}-{init}",
+                                {"activation": activation, "recurrent_init": init},
+                                {"arch": "rnn", "activation": activation, "recurrent_init": init,
+                                 "hidden_size": _SIZES[budget]["small_hidden"]},
+                                (1e-3, 3e-3)))
+    return Study("How do the vanilla RNN's activation and recurrent initialisation (IRNN) change "
+                 "what it learns and how its gradients behave?", _base(budget), tuple(groups),
+                 ("activation", "recurrent_init", "learning_rate"), best_lr=True,
+                 plots=("curves", "grad_norms"))
+
+
+def _seq_len(budget, vocab_size):
+    hidden, steps = _SIZES[budget]["hidden"], _SIZES[budget]["steps"]
+    groups = []
+    for arch in ("rnn", "lstm"):
+        for seq_len in (25, 50, 100, 200):
+            # An equal number of training characters: steps * B * T fixed at the T=50 budget's.
+            groups.append(Group(f"{arch}-T{seq_len}", {"arch": arch, "seq_len": seq_len},
+                                {"arch": arch, "seq_len": seq_len, "hidden_size": hidden,
+                                 "num_steps": max(1, steps * 50 // seq_len),
+                                 "eval_every": max(1, steps * 50 // seq_len // 4),
+                                 "warmup_steps": max(1, 50 * 50 // seq_len)},
+                                (3e-3,)))
+    return Study("How does the truncated-BPTT window T change the loss, the speed and how far "
+                 "back the gradient reaches, at an equal number of training characters?",
+                 _base(budget), tuple(groups), ("arch", "seq_len", "learning_rate"),
+                 plots=("curves", "curves_chars", "gradient_reach"), gradient_reach=True)
+
+
+def _hyperparams(budget, vocab_size):
+    small = budget == "quick"
+    groups = []
+    for arch in ("rnn", "lstm"):
+        for hidden in ((8, 16, 32) if small else (50, 100, 200)):
+            # One seed per grid point: 27 runs per (arch, H) program already.
+            groups.append(Group(f"grid-{arch}-H{hidden}",
+                                {"part": "grid", "arch": arch, "hidden_size": hidden,
+                                 "num_layers": 1, "dropout": 0.0},
+                                {"arch": arch, "hidden_size": hidden}, (0.1, 0.01, 0.001),
+                                (1.0, 5.0, 10.0), seeds=(0,)))
+    hidden = _SIZES[budget]["small_hidden"]
+    for layers in (1, 2, 3):
+        for dropout in (0.0, 0.25, 0.5):
+            groups.append(Group(f"depth-L{layers}-dropout{dropout:g}",
+                                {"part": "depth", "arch": "lstm", "hidden_size": hidden,
+                                 "num_layers": layers, "dropout": dropout},
+                                {"arch": "lstm", "hidden_size": hidden, "num_layers": layers,
+                                 "dropout": dropout}, (3e-3,)))
+    return Study("Which hyper-parameters matter, and do they interact? (the assignment's grid: "
+                 "hidden size x learning rate x clip, and depth x dropout)",
+                 _base(budget), tuple(groups),
+                 ("part", "arch", "hidden_size", "num_layers", "dropout", "learning_rate",
+                  "clip_norm"), plots=("heatmaps", "depth"),
+                 explore=(("grid", ("hidden_size", "learning_rate", "clip_norm")),
+                          ("depth", ("num_layers", "dropout"))))
+
+
+def _clipping(budget, vocab_size):
+    hidden = _SIZES[budget]["small_hidden"]
+    groups = []
+    for arch in ("rnn", "lstm"):
+        for optimizer, rate in (("sgd", 1.0), ("adam", 1e-2)):
+            extra = {"momentum": 0.0} if optimizer == "sgd" else {}
+            groups.append(Group(f"{arch}-{optimizer}-global",
+                                {"arch": arch, "optimizer": optimizer, "clip_mode": "global"},
+                                {"arch": arch, "hidden_size": hidden, "optimizer": optimizer,
+                                 "learning_rate": rate, "clip_mode": "global", "warmup_steps": 0,
+                                 **extra},
+                                (rate,), (1.0, 5.0, 10.0, INF)))
+            groups.append(Group(f"{arch}-{optimizer}-element",
+                                {"arch": arch, "optimizer": optimizer, "clip_mode": "element"},
+                                {"arch": arch, "hidden_size": hidden, "optimizer": optimizer,
+                                 "learning_rate": rate, "clip_mode": "element", "warmup_steps": 0,
+                                 **extra},
+                                (rate,), (1.0, 5.0)))
+    return Study("What does clipping buy at a high learning rate: divergences, loss spikes and "
+                 "gradient norms with no clipping, global-norm clipping at 1, 5, 10 and "
+                 "element-wise clipping?", _base(budget, schedule="constant"), tuple(groups),
+                 ("arch", "optimizer", "clip_mode", "clip_norm"),
+                 plots=("curves", "grad_norms"))
+
+
+def _schedules(budget, vocab_size):
+    groups = []
+    for schedule in ("constant", "cosine", "exponential"):
+        for warmup in (0, 100 if budget == "full" else 15):
+            groups.append(Group(f"{schedule}-warmup{warmup}",
+                                {"schedule": schedule, "warmup_steps": warmup},
+                                {"arch": "lstm", "hidden_size": _SIZES[budget]["hidden"],
+                                 "schedule": schedule, "warmup_steps": warmup}, (3e-3,)))
+    return Study("Does the learning-rate schedule (constant, cosine, exponential; with or without "
+                 "warm-up) change the final loss?", _base(budget), tuple(groups),
+                 ("schedule", "warmup_steps"), plots=("curves",))
+
+
+STUDIES = {"architectures": _architectures, "activations": _activations, "seq_len": _seq_len,
+           "hyperparams": _hyperparams, "clipping": _clipping, "schedules": _schedules}
+
+
+def make_study(name, budget, vocab_size):
+    """The `Study` ``name`` at ``budget`` for a corpus of ``vocab_size`` symbols."""
+    if name not in STUDIES:
+        raise ConfigError(f"unknown study {name!r}; choose one of {', '.join(STUDIES)}")
+    if budget not in BUDGETS:
+        raise ConfigError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
+    return STUDIES[name](budget, vocab_size)
+
+
+def group_config(study, group, output_dir, overrides=None):
+    """The validated `Config` of one group: study base, group, then the caller's ``overrides``
+    (e.g. ``data``, ``num_steps`` from the launcher's flags)."""
+    values = {**study.base, **group.overrides, **(overrides or {}),
+              "output_dir": str(pathlib.Path(output_dir) / group.name)}
+    return config_lib.make_config(**values)
+
+
+def _write_json(path, value):
+    files.write_atomically(path, (json.dumps(value, indent=1, allow_nan=False) + "\n").encode())
+
+
+def run_group(study, group, config, seeds, *, log=print):
+    """Train one group (all its runs as one vmapped program), save the best run's checkpoint and
+    a sample of it, and commit ``result.json``; returns the result."""
+    results, train_states = loop.sweep(config, seeds, group.learning_rates, group.clip_norms,
+                                       log=log)
+    vocab = data.load_corpus(config.data, config.split).vocab
+    finite = [index for index, run in enumerate(results) if run["val"]["loss"] is not None]
+    best = min(finite, key=lambda index: results[index]["val"]["loss"]) if finite else None
+    text = None
+    if best is not None:
+        state = jax.tree.map(lambda leaf: leaf[best], train_states)
+        run = results[best]
+        best_config = dataclasses.replace(config, learning_rate=run["learning_rate"],
+                                          clip_norm=run["clip_norm"] or config.clip_norm,
+                                          seed=run["seed"])
+        checkpoint.save_checkpoint(
+            pathlib.Path(config.output_dir) / "best" / loop.CHECKPOINT_SUBDIR,
+            state_pytree=jax.device_get(state),
+            metadata=loop.checkpoint_metadata(best_config, vocab, state, run["val"]["loss"],
+                                              extra={"run": run["run"]}))
+        if study.samples:
+            text = sample.sample_text(state.params, arch=config.arch, vocab=vocab,
+                                      key=train_lib.stream_key(state.key,
+                                                               train_lib.STREAM_SAMPLES,
+                                                               int(state.step)),
+                                      prime="\n", length=config.sample_length,
+                                      temperature=config.sample_temperature,
+                                      **train_lib.cell_options(config))[0]
+    reach = None
+    if study.gradient_reach and best is not None:
+        reach = gradient_reach(config, state.params, vocab)
+    result = {"group": group.name, "labels": group.labels, "config": config.to_dict(),
+              "gradient_reach": reach,
+              "runs": results, "best_run": None if best is None else results[best]["run"],
+              "sample": text, "vocab_size": len(vocab), "num_params": param_count(config.arch, len(vocab),
+                                                        config.hidden_size, config.num_layers)}
+    _write_json(pathlib.Path(config.output_dir) / RESULT_FILE, result)
+    return result
+
+
+def gradient_reach(config, params, vocab):
+    """How far back the gradient of a trained model reaches (layer 0): the median norm of
+    ``dL_T / da_{T-d}`` for d = 0..REACH_WINDOW-1 on windows of the validation split, the fitted
+    per-step factor and the first distance below 1e-3 of the last step's (`jaxrnn.gradient_flow`)."""
+    from jaxrnn import gradient_flow
+    corpus = data.load_corpus(config.data, config.split)
+    length = min(REACH_WINDOW, (len(corpus.val) - 1) // REACH_STREAMS)
+    streams = data.make_streams(corpus.val, REACH_STREAMS, length, name="validation split")
+    inputs, targets = data.get_window(streams, 0, length)
+    flow = gradient_flow.gradient_flow(params, inputs, targets, arch=config.arch,
+                                       **train_lib.cell_options(config))
+    return {"norms": [float(value) for value in flow.norms[0]],
+            "factor_per_step": None if not np.isfinite(flow.factor_per_step[0])
+            else float(flow.factor_per_step[0]), "reach": int(flow.reach[0]),
+            "window": int(length)}
+
+
+def run_study(name, budget, output_dir, *, seeds=(0, 1, 2), overrides=None, log=print,
+              after_group=None):
+    """Run (or resume) study ``name``; returns ``(study, group results)``.
+
+    Groups with a ``result.json`` are loaded, not retrained. ``after_group(study, results)`` is
+    called after each group (e.g. to redraw the report as results arrive).
+    """
+    overrides = dict(overrides or {})
+    vocab = data.load_corpus(overrides.get("data", config_lib.Config.data),
+                             overrides.get("split", config_lib.Config.split)).vocab
+    study = make_study(name, budget, len(vocab))
+    output_dir = pathlib.Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    configs = [group_config(study, group, output_dir, overrides) for group in study.groups]
+    results = []
+    for index, (group, config) in enumerate(zip(study.groups, configs)):
+        done = pathlib.Path(config.output_dir) / RESULT_FILE
+        if done.exists():
+            results.append(json.loads(done.read_text()))
+            log(f"[{index + 1}/{len(configs)}] {group.name}: done earlier, loaded {done}")
+            continue
+        if group.same_as is not None:
+            source = next(result for result in results if result["group"] == group.same_as)
+            result = {**source, "group": group.name, "labels": group.labels,
+                      "runs_dir": source.get("runs_dir", group.same_as)}
+            _write_json(done, result)
+            results.append(result)
+            log(f"[{index + 1}/{len(configs)}] {group.name}: the same program as "
+                f"{group.same_as}, whose runs it reports")
+            continue
+        log(f"[{index + 1}/{len(configs)}] {group.name}")
+        group_seeds = list(seeds) if group.seeds is None else list(group.seeds)
+        results.append(run_group(study, group, config, group_seeds, log=log))
+        if after_group is not None:
+            after_group(study, results)
+    return study, results
