@@ -226,7 +226,8 @@ def main(argv):
     print(f"indexed the train split ({len(train_text):,} characters) in {index_seconds:.2f} s; "
           f"scoring took {statistics.median(row['score_seconds'] for row in rows):.3f} s per "
           "setting (median)")
-    record = {"command": " ".join(sys.argv), "date": datetime.datetime.now(
+    record = {"command": " ".join(["python -m experiments.text_quality", *sys.argv[1:]]),
+              "date": datetime.datetime.now(
                   datetime.timezone.utc).isoformat(timespec="seconds"),
               "title": f"{model}, {FLAGS.num_samples} x {FLAGS.length} characters per setting",
               "checkpoint": str(FLAGS.checkpoint), "step": metadata["step"],

@@ -76,7 +76,8 @@ class TextIndex(NamedTuple):
 
 
 def words(text: str) -> list:
-    """The words of ``text`` in order: runs of letters and apostrophes with a letter, lower-cased."""
+    """The words of ``text`` in order: runs of letters and apostrophes holding a letter,
+    lower-cased."""
     return WORD_PATTERN.findall(text.lower())
 
 
@@ -117,7 +118,8 @@ def suffix_array(codes: np.ndarray) -> np.ndarray:
 
 
 def build_index(train_text: str) -> TextIndex:
-    """Index ``train_text`` (N >= 1 characters) for `text_metrics`; about 2 s for 1M characters."""
+    """Index ``train_text`` (N >= 1 characters) for `text_metrics`; about 1.5 s of CPU for the
+    1M characters of Tiny Shakespeare's train split."""
     if not train_text:
         raise ConfigError("the training text is empty; score against the text the model was "
                           "trained on")
@@ -277,8 +279,9 @@ def reference_windows(text: str, count: int, length: int, seed: int = 0) -> list
         raise ConfigError(f"need count >= 1 and length >= 1 reference windows, got {count} and "
                           f"{length}")
     if len(text) < length:
-        raise ConfigError(f"the reference text has {len(text)} characters, fewer than --length="
-                          f"{length}; use a shorter --length or a larger test split")
+        raise ConfigError(f"the reference text has {len(text)} characters, fewer than the "
+                          f"{length} of one window; score shorter texts or use a larger test "
+                          "split")
     last_start = len(text) - length
     starts = np.asarray([match.end() for match in re.finditer("\n", text)], np.int64)
     starts = starts[starts <= last_start]

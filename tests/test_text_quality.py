@@ -119,7 +119,7 @@ def test_reference_windows_start_at_lines_and_are_seeded():
     assert len(set(windows)) == 16                               # without replacement
     assert windows == text_quality.reference_windows(text, 16, 50, seed=3)
     assert windows != text_quality.reference_windows(text, 16, 50, seed=4)
-    with pytest.raises(text_quality.ConfigError, match="fewer than --length"):
+    with pytest.raises(text_quality.ConfigError, match="fewer than the 50 of one window"):
         text_quality.reference_windows(text[:40], 1, 50)
 
 
@@ -146,7 +146,8 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 def run_launcher(capsys, *argv):
-    """``python -m experiments.text_quality ARGV`` in this process: (exit status, stdout, stderr)."""
+    """``python -m experiments.text_quality ARGV``, in this process: (exit status, stdout,
+    stderr)."""
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["text_quality", *argv])
     try:
