@@ -124,7 +124,7 @@ def build_index(train_text: str) -> TextIndex:
         raise ConfigError("the training text is empty; score against the text the model was "
                           "trained on")
     vocab = "".join(sorted(set(train_text)))
-    codes = encode(vocab, train_text)
+    codes = _encode(vocab, train_text)
     return TextIndex(vocab, np.concatenate([codes, [0]]).astype(np.int32), suffix_array(codes),
                      frozenset(words(train_text)))
 
@@ -143,7 +143,7 @@ def get_index(train_text: str) -> TextIndex:
     return _INDEXES[digest]
 
 
-def encode(vocab: str, text: str) -> np.ndarray:
+def _encode(vocab: str, text: str) -> np.ndarray:
     """Codes (len(text),) int32: ``vocab.index(c) + 1``, or V + 1 for a character not in vocab
     (which therefore matches nothing in the indexed text)."""
     points = np.frombuffer(text.encode("utf-32-le"), np.uint32)
@@ -187,7 +187,7 @@ def matching_statistics(index: TextIndex, texts: Sequence[str]) -> list:
     suffix inside shares at least the smaller of the two (they sort between them), so each
     comparison starts there, and at the end the larger of the two is ``match[i]``.
     """
-    pieces = [encode(index.vocab, text) for text in texts]
+    pieces = [_encode(index.vocab, text) for text in texts]
     lengths = np.asarray([len(piece) for piece in pieces], np.int64)
     if not lengths.sum():
         return [np.zeros(0, np.int64) for _ in texts]
