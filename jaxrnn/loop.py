@@ -18,6 +18,7 @@ from jaxrnn.errors import CheckpointError, ConfigError, TrainingDivergedError
 
 CHECKPOINT_SUBDIR = "checkpoint"
 SPIKE_NATS = 0.5   # a step whose loss exceeds the previous step's by more is a loss spike
+DIVERGED_NATS = 1.0  # a sweep run ending this far above the uniform model's ln V has diverged
 
 
 def _append_jsonl(path, record):
@@ -259,7 +260,7 @@ def sweep(config, seeds, learning_rates=None, clip_norms=None, *, log=print):
     Returns ``(results, train_states)``: one dict per run (seed, learning_rate, clip_norm,
     train_loss = mean of the last ``log_every`` steps, val and test (`jaxrnn.train.loss_report`),
     diverged_at_step (first non-finite loss, or None), diverged (non-finite, or a final train loss
-    above the uniform model's ln V), clip_fraction and max_grad_norm over all steps, loss_spikes
+    more than DIVERGED_NATS above the uniform model's ln V), clip_fraction and max_grad_norm over all steps, loss_spikes
     (steps whose loss jumped by more than SPIKE_NATS), seconds (the sweep's wall time, shared by
     all runs), chars_per_second (the sweep's, summed over runs)) and the final stacked
     `TrainState` s (leading axis: the runs, in the order of ``results``).
@@ -379,7 +380,7 @@ def sweep(config, seeds, learning_rates=None, clip_norms=None, *, log=print):
                   "test": test_report,
                   "diverged_at_step": diverged_at[index],
                   "diverged": bool(diverged_at[index] is not None
-                                   or not final_train[index] < uniform),
+                                   or not final_train[index] < uniform + DIVERGED_NATS),
                   "clip_fraction": float(totals["clipped"][index] / step),
                   "max_grad_norm": _json_number(totals["max_grad_norm"][index]),
                   "loss_spikes": int(totals["spikes"][index]),

@@ -327,15 +327,20 @@ def gradient_reach(config, params, vocab):
 
 def run_study(name, budget, output_dir, *, seeds=(0, 1, 2), overrides=None, log=print,
               after_group=None):
-    """Run (or resume) study ``name``; returns ``(study, group results)``.
-
-    Groups with a ``result.json`` are loaded, not retrained. ``after_group(study, results)`` is
-    called after each group (e.g. to redraw the report as results arrive).
-    """
+    """Run (or resume) study ``name`` at ``budget``; returns ``(study, group results)``.
+    ``overrides``: `Config` fields set in every group (e.g. ``data``, ``num_steps``)."""
     overrides = dict(overrides or {})
     vocab = data.load_corpus(overrides.get("data", config_lib.Config.data),
                              overrides.get("split", config_lib.Config.split)).vocab
     study = make_study(name, budget, len(vocab))
+    return study, run(study, output_dir, seeds=seeds, overrides=overrides, log=log,
+                      after_group=after_group)
+
+
+def run(study, output_dir, *, seeds=(0, 1, 2), overrides=None, log=print, after_group=None):
+    """Train every group of ``study`` that has no ``result.json`` yet; returns the list of group
+    results (loaded for the groups finished earlier). ``after_group(study, results)`` is called
+    after each group trained (e.g. to redraw the report as results arrive)."""
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     configs = [group_config(study, group, output_dir, overrides) for group in study.groups]
@@ -360,4 +365,4 @@ def run_study(name, budget, output_dir, *, seeds=(0, 1, 2), overrides=None, log=
         results.append(run_group(study, group, config, group_seeds, log=log))
         if after_group is not None:
             after_group(study, results)
-    return study, results
+    return results

@@ -1,0 +1,121 @@
+"""Studies: every definition builds valid configs; a tiny study writes finite results, tables
+and plots; an interrupted study resumes without redoing finished groups."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from jaxrnn import config as config_lib, report, studies
+
+
+@pytest.mark.parametrize("name", sorted(studies.STUDIES))
+@pytest.mark.parametrize("budget", studies.BUDGETS)
+def test_every_study_definition_builds_valid_configs(tmp_path, name, budget):
+    study = studies.make_study(name, budget, vocab_size=65)
+    assert study.groups and len({group.name for group in study.groups}) == len(study.groups)
+    for group in study.groups:
+        config = studies.group_config(study, group, tmp_path)       # validates, or raises
+        assert config.output_dir == str(tmp_path / group.name)
+        assert all(key in study.table_keys or key in ("sizing",) for key in group.labels
+                   if key != "part") or study.explore
+    if name == "architectures":
+        counts = {group.labels["arch"]: studies.param_count(
+            group.labels["arch"], 65, group.labels["hidden_size"]) for group in study.groups
+            if group.labels["sizing"] == "equal_params"}
+        assert max(counts.values()) / min(counts.values()) < 1.05     # equal parameter counts
+
+
+def test_hidden_for_params_inverts_param_count():
+    for arch in ("rnn", "lstm", "gru"):
+        target = studies.param_count("lstm", 65, 100)
+        size = studies.hidden_for_params(arch, 65, target)
+        best = min(range(1, 400), key=lambda h: abs(studies.param_count(arch, 65, h) - target))
+        assert size == best
+
+
+def _tiny_study():
+    base = dict(batch_size=4, seq_len=8, num_steps=4, steps_per_call=2, eval_every=2,
+                log_every=2, warmup_steps=1, eval_batch_size=2, dropout=0.0, hidden_size=8,
+                sample_length=20)
+    groups = (studies.Group("rnn", {"arch": "rnn"}, {"arch": "rnn"}, (1e-2, 3e-2), (1.0, 5.0)),
+              studies.Group("gru", {"arch": "gru"}, {"arch": "gru"}, (1e-2,)),
+              studies.Group("gru-again", {"arch": "gru-again"}, {"arch": "gru"}, (1e-2,),
+                            same_as="gru"))
+    return studies.Study("tiny?", base, groups, ("arch", "learning_rate", "clip_norm"),
+                         best_lr=True,
+                         plots=("curves", "curves_wall", "grad_norms"), samples=True)
+
+
+def test_tiny_study_writes_finite_results_and_resumes_without_redoing(tmp_path, small_text):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(small_text, encoding="utf-8")
+    study, out = _tiny_study(), tmp_path / "study"
+    logs = []
+    results = studies.run(study, out, seeds=(0, 1), overrides={"data": str(corpus)},
+                          log=logs.append)
+    report.write_report(study, results, out, command="test")
+    for name in ("results.json", "table.md", "curves.png", "curves_wall.png", "grad_norms.png"):
+        assert (out / name).stat().st_size > 0
+    payload = json.loads((out / "results.json").read_text())
+    assert len(payload["runs"]) == 2 * 2 * 2 + 2 + 2          # rnn: 2 lr x 2 clip x 2 seeds
+    for run in payload["runs"]:
+        for value in (run["test"]["loss"], run["val"]["loss"], run["train_loss"],
+                      run["max_grad_norm"], run["seconds"], run["chars_per_second"]):
+            assert value is not None and math.isfinite(value) and value > 0
+        assert 0.0 <= run["clip_fraction"] <= 1.0 and run["diverged"] is False
+        metrics = report.read_metrics(out / run["group"] / "runs" / run["run"]
+                                      / "metrics.jsonl")
+        assert [r["step"] for r in metrics["val"]] == [2, 4] and len(metrics["test"]) == 1
+    assert payload["samples"]["rnn"] and payload["samples"]["gru"]
+    table = (out / "table.md").read_text()
+    assert "learning rate (best)" in table and table.count("\n| rnn |") == 2   # 2 clip rows
+    assert (out / "rnn" / "best" / "checkpoint" / "checkpoint.json").exists()
+    assert not (out / "gru-again" / "runs").exists()                  # reported, not retrained
+
+    # An interruption after the first group: its result stays, the others are gone.
+    first = (out / "rnn" / studies.RESULT_FILE).read_bytes()
+    (out / "gru" / studies.RESULT_FILE).unlink()
+    (out / "gru-again" / studies.RESULT_FILE).unlink()
+    logs.clear()
+    again = studies.run(study, out, seeds=(0, 1), overrides={"data": str(corpus)},
+                        log=logs.append)
+    assert any("rnn: done earlier" in line for line in logs)
+    assert sum("sweep of" in line for line in logs) == 1              # only gru retrained
+    assert (out / "rnn" / studies.RESULT_FILE).read_bytes() == first
+    np.testing.assert_allclose([run["test"]["loss"] for run in again[1]["runs"]],
+                               [run["test"]["loss"] for run in results[1]["runs"]], rtol=1e-6)
+
+
+def test_explored_finds_main_effects_and_interactions():
+    rows = [{"a": a, "b": b, "diverged": False, "test": {"loss": 2.0 + a + 0.1 * b}}
+            for a in (0, 1) for b in (0, 1, 2)]
+    analysis = report.explored(rows, ("a", "b"), uniform=math.log(65))
+    assert analysis["additive_r2"] == pytest.approx(1.0)
+    assert [f["best"] for f in analysis["factors"]] == [0, 0]
+    assert analysis["factors"][0]["spread"] == pytest.approx(1.0)
+    assert analysis["factors"][1]["spread"] == pytest.approx(0.2)
+    interacting = [dict(row, test={"loss": 2.0 + row["a"] * row["b"]}) for row in rows]
+    assert report.explored(interacting, ("a", "b"), uniform=10.0)["additive_r2"] < 0.9
+    diverged = [dict(rows[0], diverged=True)] + rows[1:]
+    assert report.explored(diverged, ("a", "b"), uniform=3.0)["factors"][0]["marginal_means"][0] \
+        == pytest.approx((3.0 + 2.1 + 2.2) / 3)
+
+
+def test_plot_runs_launcher_draws_and_rejects_bad_folders(tmp_path, capsys):
+    from absl import flags as absl_flags
+    from experiments import plot_runs
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(
+        "\n".join(json.dumps(record) for record in [
+            {"kind": "train", "step": 10, "loss": 3.0, "elapsed_seconds": 1.0},
+            {"kind": "val", "step": 10, "loss": 3.1, "elapsed_seconds": 1.5},
+            {"kind": "train", "step": 20, "loss": 2.5, "elapsed_seconds": 2.0}]) + "\n")
+    out = tmp_path / "curves.png"
+    absl_flags.FLAGS(["plot_runs", f"--runs={run}", f"--out={out}"])
+    plot_runs.main([])
+    assert out.stat().st_size > 1000
+    absl_flags.FLAGS(["plot_runs", f"--runs={tmp_path}", f"--out={out}"])
+    with pytest.raises(Exception, match="has no metrics.jsonl"):
+        plot_runs.main([])
