@@ -13,11 +13,11 @@ import numpy as np
 
 LN2 = math.log(2.0)
 
-# The numbers a table reports per row: (column title, run field path, digits).
-METRICS = (("test nats/char", ("test", "loss"), 4), ("test bpc", ("test", "bpc"), 3),
-           ("test ppl", ("test", "perplexity"), 2), ("val nats/char", ("val", "loss"), 4),
-           ("train loss", ("train_loss",), 4), ("clipped %", ("clip_fraction",), 1),
-           ("max |g|", ("max_grad_norm",), 1), ("loss spikes", ("loss_spikes",), 1))
+# The numbers a table reports per row: (column title, run field path, digits, scale).
+METRICS = (("test nats/char", ("test", "loss"), 4, 1), ("test bpc", ("test", "bpc"), 3, 1),
+           ("test ppl", ("test", "perplexity"), 2, 1), ("val nats/char", ("val", "loss"), 4, 1),
+           ("train loss", ("train_loss",), 4, 1), ("steps clipped %", ("clip_fraction",), 1, 100),
+           ("max |g|", ("max_grad_norm",), 1, 1), ("loss spikes", ("loss_spikes",), 1, 1))
 
 
 def _field(run, path):
@@ -100,15 +100,16 @@ def table(study, results):
     keys = study.table_keys
     titles = [key.replace("_", " ") + (" (best)" if key == "learning_rate" and study.best_lr
                                        else "") for key in keys]
-    titles += ["seeds", "diverged"] + [title for title, _, _ in METRICS]
+    titles += ["seeds", "diverged"] + [title for title, _, _, _ in METRICS]
     titles += ["params", "wall s (group)", "chars/s (group, all runs)"]
     lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for values, group in aggregate(rows, keys):
         cells = [_cell(value) for value in values]
         cells += [str(len(group)), str(sum(row["diverged"] for row in group))]
-        for _, path, digits in METRICS:
-            cells.append(_format(*mean_std([_field(row, path) for row in group]), digits,
-                                 len(group)))
+        for _, path, digits, scale in METRICS:
+            values = [_field(row, path) for row in group]
+            cells.append(_format(*mean_std([None if value is None else scale * value
+                                            for value in values]), digits, len(group)))
         cells += [f"{group[0]['num_params']:,}" if group[0].get("num_params") else "n/a",
                   f"{group[0]['seconds']:.0f}", f"{group[0]['chars_per_second']:,.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
