@@ -153,12 +153,13 @@ def _label(values, keys):
                      if key not in ("part",))
 
 
-def _figure(columns=1, width=6.4, height=4.2):
+def _figure(columns=1, width=6.4, height=4.2, rows=1):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     figure = Figure(figsize=(width * columns, height))
     FigureCanvasAgg(figure)
-    return figure, [figure.add_subplot(1, columns, index + 1) for index in range(columns)]
+    return figure, [figure.add_subplot(rows, columns, index + 1)
+                    for index in range(rows * columns)]
 
 
 def _band(axis, xs, ys, label):
@@ -203,24 +204,38 @@ def plot_curves(study, results, output_dir, path, x="step", kind="val", y="bpc",
 
 
 def plot_grad_norms(study, results, output_dir, path):
-    """Gradient norm (mean over each logging interval, and its max) against steps."""
+    """Per panel (``study.panels`` values, e.g. one per arch x optimizer): the training loss
+    (top) and the largest gradient norm of each logging interval, before clipping (bottom, log
+    scale), against steps; one line per configuration, the seeds' mean with their min..max."""
     rows = selected_rows(study, flatten(results))
-    keys = study.table_keys
-    figure, (left, right) = _figure(columns=2)
-    for values, group in aggregate(rows, keys):
-        for axis, name in ((left, "grad_norm"), (right, "max_grad_norm")):
-            curves = [_series(run_metrics(output_dir, row), "train", "step", name)
-                      for row in group]
-            length = min(len(xs) for xs, _ in curves)
-            if length:
-                _band(axis, curves[0][0][:length],
-                      np.asarray([ys[:length] for _, ys in curves]), _label(values, keys))
-    for axis, name in ((left, "mean |g| per log interval"), (right, "max |g| per log interval")):
-        axis.set_yscale("log")
-        axis.set_xlabel("step")
-        axis.set_title(name + " (before clipping)", fontsize=9)
-        axis.grid(alpha=0.3)
-    right.legend(fontsize=6)
+    panels = aggregate(rows, study.panels) if study.panels else [((), rows)]
+    line_keys = tuple(key for key in study.table_keys if key not in study.panels)
+    figure, axes = _figure(columns=len(panels), width=4.2, height=6.4, rows=2)
+    for column, (panel, panel_rows) in enumerate(panels):
+        loss_axis, norm_axis = axes[column], axes[len(panels) + column]
+        for values, group in aggregate(panel_rows, line_keys):
+            for axis, name in ((loss_axis, "loss"), (norm_axis, "max_grad_norm")):
+                curves = [_series(run_metrics(output_dir, row), "train", "step", name)
+                          for row in group]
+                length = min(len(xs) for xs, _ in curves)
+                if not length:
+                    continue
+                ys = np.asarray([ys[:length] for _, ys in curves])
+                line, = axis.plot(curves[0][0][:length], np.nanmean(ys, axis=0),
+                                  label=_label(values, line_keys))
+                if len(ys) > 1:
+                    axis.fill_between(curves[0][0][:length], np.nanmin(ys, axis=0),
+                                      np.nanmax(ys, axis=0), alpha=0.15,
+                                      color=line.get_color())
+        loss_axis.set_title(_label(panel, study.panels) or "all runs", fontsize=8)
+        loss_axis.set_ylabel("train loss (nats/char)")
+        loss_axis.set_ylim(top=min(loss_axis.get_ylim()[1], 2 * math.log(65)))
+        norm_axis.set_yscale("log")
+        norm_axis.set_ylabel("max |g| per log interval (before clipping)")
+        for axis in (loss_axis, norm_axis):
+            axis.set_xlabel("step")
+            axis.grid(alpha=0.3)
+        norm_axis.legend(fontsize=5)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 

@@ -69,6 +69,7 @@ class Study(NamedTuple):
         rate with the lowest mean validation loss, and say so in the table.
     plots: names of `jaxrnn.report` plots to draw.
     samples: keep a sample of each group's best run.
+    panels: table keys whose values get a panel each in the gradient-norm plot.
     explore: ``(part, factors)`` pairs: the runs labelled ``part`` get a hyper-parameters-explored
         table (`jaxrnn.report.explored`) over ``factors``, per arch.
     gradient_reach: measure how far back the gradient of each group's best run reaches
@@ -84,6 +85,7 @@ class Study(NamedTuple):
     samples: bool = False
     gradient_reach: bool = False
     explore: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
+    panels: Tuple[str, ...] = ()
 
 
 # Settings every study shares unless it says otherwise: the data pipeline of the main job, no
@@ -156,7 +158,7 @@ def _activations(budget, vocab_size):
     return Study("How do the vanilla RNN's activation and recurrent initialisation (IRNN) change "
                  "what it learns and how its gradients behave?", _base(budget), tuple(groups),
                  ("activation", "recurrent_init", "learning_rate"), best_lr=True,
-                 plots=("curves", "grad_norms"))
+                 plots=("curves", "grad_norms"), panels=("activation",))
 
 
 def _seq_len(budget, vocab_size):
@@ -227,7 +229,7 @@ def _clipping(budget, vocab_size):
                  "gradient norms with no clipping, global-norm clipping at 1, 5, 10 and "
                  "element-wise clipping?", _base(budget, schedule="constant"), tuple(groups),
                  ("arch", "optimizer", "clip_mode", "clip_norm"),
-                 plots=("curves", "grad_norms"))
+                 plots=("grad_norms",), panels=("arch", "optimizer"))
 
 
 def _schedules(budget, vocab_size):
