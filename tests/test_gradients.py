@@ -182,6 +182,33 @@ def test_manual_path_really_is_used(monkeypatch):
     assert calls
 
 
+def test_manual_unroll_really_is_used(monkeypatch):
+    """`jaxrnn.unroll(backward="manual")` is a custom_vjp whose backward is the hand-written sweep
+    (the float-input twin of the guard above); with "autodiff" neither is involved."""
+    cell = cells.get_cell("gru")
+    layers = [cell.init(jax.random.key(index), 4 if index == 0 else H, H, "orthogonal",
+                        jnp.float32) for index in range(2)]
+    xs = jax.random.normal(jax.random.key(5), (T, B, 4), jnp.float32)
+
+    def objective(backward):
+        return lambda layers, xs: jnp.sum(
+            jaxrnn.unroll(layers, xs, arch="gru", backward=backward)[0] ** 2)
+
+    forward_jaxprs = {backward: str(jax.make_jaxpr(objective(backward))(layers, xs))
+                      for backward in ("manual", "autodiff")}
+    assert "custom_vjp_call" in forward_jaxprs["manual"]
+    assert "custom_vjp_call" not in forward_jaxprs["autodiff"]
+
+    calls = []
+    original = unroll.stack_backward
+    monkeypatch.setattr(unroll, "stack_backward",
+                        lambda *args: calls.append(1) or original(*args))
+    jax.make_jaxpr(jax.grad(objective("autodiff"), (0, 1)))(layers, xs)
+    assert not calls
+    jax.make_jaxpr(jax.grad(objective("manual"), (0, 1)))(layers, xs)
+    assert calls
+
+
 def test_manual_path_has_no_automatic_differentiation():
     """Source check: the modules of the manual path never use JAX's differentiation APIs
     (attribute access such as ``jax.grad`` or an import of the name; docstrings may mention them)."""

@@ -1,6 +1,16 @@
-"""The launchers end a user mistake with one line on stderr and exit status 2, no traceback."""
+"""The launchers end a user mistake with one line on stderr and exit status 2, no traceback.
+
+A few runs go through a real ``python -m`` process (the entry point, the exit status, nothing on
+stderr but the one line); the rest run the same launcher module in this process (`_run_here`:
+its absl app, flags and `run_main` wrapper, without paying for a new interpreter and JAX import
+and compilations each time).
+"""
+import contextlib
+import io
 import json
 import os
+import re
+import runpy
 import subprocess
 import sys
 
@@ -13,6 +23,28 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _run(module, *flags, env=None):
     return subprocess.run([sys.executable, "-m", module, *flags], cwd=ROOT, capture_output=True,
                           text=True, timeout=300, env={**os.environ, **(env or {})})
+
+
+def _run_here(module, *flags):
+    """``python -m module flags`` run in this process: the module executes as ``__main__``; the
+    flags it defines are removed afterwards, so the next launcher can define its own."""
+    from absl import flags as absl_flags
+    defined_before = set(absl_flags.FLAGS)
+    stdout, stderr, argv, code = io.StringIO(), io.StringIO(), sys.argv, 0
+    sys.argv = [module, *flags]
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            runpy.run_module(module, run_name="__main__", alter_sys=False)
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        sys.argv = argv
+        for name in set(absl_flags.FLAGS) - defined_before:   # absl's own flags stay
+            module_name = absl_flags.FLAGS.find_module_defining_flag(name) or ""
+            if not module_name.startswith("absl."):
+                delattr(absl_flags.FLAGS, name)
+    return subprocess.CompletedProcess([module, *flags], code, stdout.getvalue(),
+                                       stderr.getvalue())
 
 
 def _assert_one_line_error(result, fragment):
@@ -40,7 +72,7 @@ def corpus(tmp_path_factory):
     (["stray"], "unexpected arguments"),
 ])
 def test_train_rejects_bad_flags(flags, fragment):
-    _assert_one_line_error(_run("experiments.train", *flags), fragment)
+    _assert_one_line_error(_run_here("experiments.train", *flags), fragment)
 
 
 def test_train_rejects_bad_corpora(corpus):
@@ -50,13 +82,13 @@ def test_train_rejects_bad_corpora(corpus):
     latin.write_bytes("caf\u00e9 au lait".encode("latin-1"))
     short = corpus / "short.txt"
     short.write_text("shorter than one window of 64 x 100 characters. " * 40, encoding="utf-8")
-    _assert_one_line_error(_run("experiments.train", f"--data={empty}"), "is empty")
-    _assert_one_line_error(_run("experiments.train", f"--data={latin}"), "byte offset 3")
-    _assert_one_line_error(_run("experiments.train", f"--data={short}"), "needs at least")
+    _assert_one_line_error(_run_here("experiments.train", f"--data={empty}"), "is empty")
+    _assert_one_line_error(_run_here("experiments.train", f"--data={latin}"), "byte offset 3")
+    _assert_one_line_error(_run_here("experiments.train", f"--data={short}"), "needs at least")
     tiny = corpus / "tiny.txt"
     tiny.write_text("too short", encoding="utf-8")
-    _assert_one_line_error(_run("experiments.train", f"--data={tiny}"), "too short to split")
-    _assert_one_line_error(_run("experiments.train", f"--data={corpus / 'missing.txt'}"),
+    _assert_one_line_error(_run_here("experiments.train", f"--data={tiny}"), "too short to split")
+    _assert_one_line_error(_run_here("experiments.train", f"--data={corpus / 'missing.txt'}"),
                            "does not exist")
 
 
@@ -69,29 +101,36 @@ def test_train_sample_evaluate_end_to_end(corpus, tmp_path):
     assert trained.returncode == 0, trained.stderr
     assert "test loss" in trained.stdout and "bpc" in trained.stdout
     checkpoint = str(output / "checkpoint")
-    sampled = _run("experiments.sample", f"--checkpoint={checkpoint}", "--prime=line",
-                   "--length=30", "--temperature=0.8", "--top_p=0.9", "--num_samples=2")
+    sampled = _run_here("experiments.sample", f"--checkpoint={checkpoint}", "--prime=line",
+                        "--length=30", "--temperature=0.8", "--top_p=0.9", "--num_samples=2")
     assert sampled.returncode == 0, sampled.stderr
     assert sampled.stdout.count("line") >= 2
-    evaluated = _run("experiments.evaluate", f"--checkpoint={checkpoint}", "--split=val")
+    evaluated = _run_here("experiments.evaluate", f"--checkpoint={checkpoint}", "--split=val")
     assert evaluated.returncode == 0 and "bits/char" in evaluated.stdout, evaluated.stderr
+    # The printed loss is the checkpoint's mean validation loss (state carried across windows).
+    from jaxrnn import data, loop
+    params, config, _, _ = loop.load_model(checkpoint)
+    val = data.load_corpus(config.data, config.split).val
+    printed = float(re.search(r"val: loss (\S+) nats/char", evaluated.stdout).group(1))
+    assert abs(printed - float(loop.evaluate_split(config, params, val, "val"))) <= 5e-5
 
-    _assert_one_line_error(_run("experiments.sample", f"--checkpoint={checkpoint}",
+    _assert_one_line_error(_run_here("experiments.sample", f"--checkpoint={checkpoint}",
                                 "--prime=\u00e9t\u00e9"), "not in the vocabulary")
     for flag, fragment in (("--temperature=0", "temperature must be > 0"),
                            ("--top_p=1.5", "top_p must be in (0, 1]"),
                            ("--top_k=-1", "top_k must be")):
-        _assert_one_line_error(_run("experiments.sample", f"--checkpoint={checkpoint}", flag),
-                               fragment)
-    _assert_one_line_error(_run("experiments.train", *flags, "--resume", "--hidden_size=32"),
-                           "hidden_size=16 but flags ask for 32")
+        _assert_one_line_error(
+            _run_here("experiments.sample", f"--checkpoint={checkpoint}", flag), fragment)
+    _assert_one_line_error(
+        _run_here("experiments.train", *flags, "--resume", "--hidden_size=32"),
+        "hidden_size=16 but flags ask for 32")
 
     # Gradient flow of fresh models and of the trained checkpoint, with its JSON and plot.
     flow_flags = [f"--data={corpus / 'good.txt'}", "--hidden_size=8", "--batch_size=4",
                   "--seq_len=12", "--distances=0,1,11,50"]   # 0 has its own column; 50 >= T
-    flowed = _run("experiments.gradient_flow", *flow_flags, "--models=rnn:relu:identity,gru",
-                  f"--checkpoints={checkpoint}", f"--json={tmp_path / 'flow.json'}",
-                  f"--plot={tmp_path / 'flow.png'}")
+    flowed = _run_here("experiments.gradient_flow", *flow_flags,
+                       "--models=rnn:relu:identity,gru", f"--checkpoints={checkpoint}",
+                       f"--json={tmp_path / 'flow.json'}", f"--plot={tmp_path / 'flow.png'}")
     assert flowed.returncode == 0, flowed.stderr
     assert "| d=0 |" not in flowed.stdout and "d=50" not in flowed.stdout
     with open(tmp_path / "flow.json", encoding="utf-8") as handle:
@@ -111,9 +150,11 @@ def test_train_sample_evaluate_end_to_end(corpus, tmp_path):
                            ("--seq_len=1", "--seq_len of 2 or more"),
                            ("--distances=1,x", "--distances must be integers >= 0"),
                            ("--plot=curves.xyz", "name the image file with one of the suffixes")):
-        _assert_one_line_error(_run("experiments.gradient_flow", *flow_flags, flag), fragment)
-    _assert_one_line_error(_run("experiments.gradient_flow", *flow_flags[1:], f"--data={other}",
-                                "--models=", f"--checkpoints={checkpoint}"),
+        _assert_one_line_error(_run_here("experiments.gradient_flow", *flow_flags, flag),
+                               fragment)
+    _assert_one_line_error(_run_here("experiments.gradient_flow", *flow_flags[1:],
+                                     f"--data={other}", "--models=",
+                                     f"--checkpoints={checkpoint}"),
                            "different vocabulary")
 
     # A truncated arrays file: every reader refuses it with one line, and nothing is overwritten.
@@ -121,11 +162,14 @@ def test_train_sample_evaluate_end_to_end(corpus, tmp_path):
     path = os.path.join(checkpoint, arrays[0])
     with open(path, "r+b") as handle:
         handle.truncate(os.path.getsize(path) // 2)
-    _assert_one_line_error(_run("experiments.sample", f"--checkpoint={checkpoint}"), "")
-    _assert_one_line_error(_run("experiments.evaluate", f"--checkpoint={checkpoint}"), "")
-    _assert_one_line_error(_run("experiments.train", *flags, "--resume"), "")
-    _assert_one_line_error(_run("experiments.sample", f"--checkpoint={tmp_path / 'nothing'}"),
-                           "no checkpoint at")
+    for module, module_flags in (("experiments.sample", [f"--checkpoint={checkpoint}"]),
+                                 ("experiments.evaluate", [f"--checkpoint={checkpoint}"]),
+                                 ("experiments.train", [*flags, "--resume"])):
+        _assert_one_line_error(_run_here(module, *module_flags),
+                               f"{arrays[0]} is truncated or corrupted")
+    _assert_one_line_error(
+        _run_here("experiments.sample", f"--checkpoint={tmp_path / 'nothing'}"),
+        "no checkpoint at")
 
 
 def test_gradcheck_rejects_unknown_arch():
@@ -136,7 +180,8 @@ def test_sweep_runs_the_grid_and_rejects_bad_lists(corpus, tmp_path):
     flags = [f"--data={corpus / 'good.txt'}", "--hidden_size=16", "--batch_size=4",
              "--seq_len=16", "--num_steps=4", "--steps_per_call=2", "--eval_every=2",
              "--log_every=2", f"--output_dir={tmp_path / 'sweep'}"]
-    swept = _run("experiments.sweep", *flags, "--seeds=0,1", "--learning_rates=1e-3,1e-2")
+    swept = _run_here("experiments.sweep", *flags, "--seeds=0,1",
+                      "--learning_rates=1e-3,1e-2")
     assert swept.returncode == 0, swept.stderr
     rows = [line for line in swept.stdout.splitlines() if line.startswith("| 0.0")]
     assert [row.split("|")[1:3] for row in rows] == [
@@ -146,4 +191,4 @@ def test_sweep_runs_the_grid_and_rejects_bad_lists(corpus, tmp_path):
     for flag, fragment in (("--seeds=a,b", "--seeds must be a comma-separated list of ints"),
                            ("--seeds=1,1", "--seeds lists a value twice"),
                            ("--learning_rates=0.1,-1", "--learning_rates must all be > 0")):
-        _assert_one_line_error(_run("experiments.sweep", *flags, flag), fragment)
+        _assert_one_line_error(_run_here("experiments.sweep", *flags, flag), fragment)

@@ -64,14 +64,21 @@ def test_schedules_warm_up_then_decay(schedule, end):
 
 @pytest.mark.parametrize("arch", ["lstm", "gru", "rnn"])
 def test_resume_is_exact(tmp_path, small_text, arch):
-    """N steps + resume + N steps == 2N straight steps, bit for bit (dropout included)."""
-    straight = _config(tmp_path, small_text, arch=arch, dropout=0.2,
+    """N steps + resume + N steps == 2N straight steps, bit for bit (dropout included), across
+    epoch boundaries: 16 streams of 64 characters give 5 windows, 4 per epoch with random
+    offsets, so both halves of the 10 steps cross an epoch (new offset, zero state), with a
+    stream's state also reset at random (probability 0.3) before windows."""
+    resume_config = dict(arch=arch, dropout=0.2, hidden_size=8, batch_size=16, seq_len=64,
+                         num_steps=10, steps_per_call=5, eval_every=5, log_every=5,
+                         random_offsets=True, state_reset_probability=0.3)
+    straight = _config(tmp_path, small_text, **resume_config,
                        output_dir=str(tmp_path / "straight"))
     expected = loop.train(straight, log=_quiet)["train_state"]
-    split = _config(tmp_path, small_text, arch=arch, dropout=0.2,
-                    output_dir=str(tmp_path / "split"))
-    loop.train(split, log=_quiet, stop_at_step=3)
-    assert checkpoint.read_metadata(tmp_path / "split" / "checkpoint")["step"] == 3
+    assert (int(expected.epoch), int(expected.window)) == (2, 2)
+    split = _config(tmp_path, small_text, **resume_config, output_dir=str(tmp_path / "split"))
+    loop.train(split, log=_quiet, stop_at_step=5)
+    stopped = checkpoint.read_metadata(tmp_path / "split" / "checkpoint")
+    assert (stopped["step"], stopped["epoch"], stopped["window"]) == (5, 1, 1)
     resumed = loop.train(config_lib.make_config(**{**split.to_dict(), "resume": True}),
                          log=_quiet)["train_state"]
     resumed, expected = (state._replace(key=jax.random.key_data(state.key))
