@@ -90,7 +90,8 @@ def selected_rows(study, rows):
 def _format(mean, std, count, digits, total):
     if count == 0:
         return "n/a"
-    text = f"{mean:.{digits}f}" if count == 1 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    spec = ".2e" if abs(mean) >= 1e5 else f".{digits}f"
+    text = f"{mean:{spec}}" if count == 1 else f"{mean:{spec}} ± {std:{spec}}"
     return text if count == total else f"{text} ({count}/{total})"
 
 
