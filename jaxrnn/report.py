@@ -17,7 +17,7 @@ LN2 = math.log(2.0)
 METRICS = (("test nats/char", ("test", "loss"), 4, 1), ("test bpc", ("test", "bpc"), 3, 1),
            ("test ppl", ("test", "perplexity"), 2, 1), ("val nats/char", ("val", "loss"), 4, 1),
            ("train loss", ("train_loss",), 4, 1), ("steps clipped %", ("clip_fraction",), 1, 100),
-           ("max |g|", ("max_grad_norm",), 1, 1), ("loss spikes", ("loss_spikes",), 1, 1))
+           ("max grad norm", ("max_grad_norm",), 1, 1), ("loss spikes", ("loss_spikes",), 1, 1))
 
 
 def _field(run, path):
