@@ -26,8 +26,8 @@ The backward functions contain no automatic differentiation: each is a reverse `
 carries ``dh`` (and ``dc``) back through time and writes the pre-activation gradients ``d_xproj``
 over a buffer the forward filled and the sweep no longer needs (`sweeps.reverse_scan_in_place`);
 the weight gradients are then single large GEMMs over all ``N = T*B`` rows, e.g.
-``dW_h = H_prev^T @ dPre`` with ``H_prev = [h_0, ..., h_{T-1}]``. The derivations are in
-BUILD_NOTES.md, section "Hand-written BPTT". The scans themselves (forward in place, the reverse
+``dW_h = H_prev^T @ dPre`` with ``H_prev = [h_0, ..., h_{T-1}]``. Each backward's docstring
+holds its adjoint equations; BUILD_NOTES.md, "Hand-written BPTT", the structure they share. The scans themselves (forward in place, the reverse
 sweeps and their per-platform form) are `jaxrnn.sweeps`; this module is the three cells and
 their table (`get_cell`).
 """
