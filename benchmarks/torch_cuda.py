@@ -1,7 +1,7 @@
-"""PyTorch (cuDNN) peer on a GPU: the training step of ``../shared/bench/peers.py``'s torch peer.
+"""PyTorch (cuDNN) peer on a GPU: the training step of ``benchmarks.peers``'s torch peer.
 
 Standalone: it needs PyTorch with CUDA and is never imported by jaxrnn or its benchmarks (the
-project does not depend on torch). The model and step are peers.py's: ``nn.LSTM`` / ``nn.GRU`` /
+project does not depend on torch). The model and step are those of ``benchmarks.peers``: ``nn.LSTM`` / ``nn.GRU`` /
 ``nn.RNN(tanh)`` (time-major, one-hot input) + ``nn.Linear``, mean cross-entropy over all B*T
 positions, ``clip_grad_norm_(5.0)``, ``Adam(2e-3)``; on the GPU, timed with
 ``torch.cuda.synchronize`` at the end of each block (median over blocks, compile-free, first step
@@ -10,7 +10,7 @@ bfloat16 RNN), the counterpart of jaxrnn's ``--bf16_matmuls``. TF32 settings are
 RNNs use TF32 when ``torch.backends.cudnn.allow_tf32`` is on (PyTorch's default).
 
 Usage (on a machine with a CUDA GPU and PyTorch):
-  python3 benchmarks/peers/torch_cuda.py --archs=rnn,lstm,gru --configs=default,big --json=F
+  python3 benchmarks/torch_cuda.py --archs=rnn,lstm,gru --configs=default,big --json=F
 """
 import argparse
 import json
