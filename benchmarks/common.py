@@ -2,7 +2,7 @@
 
 Memory, environment and the JSON record are in `benchmarks.sysinfo`.
 
-Timing method (the one of ``/work/shared/bench/peers.py``): the first call of a jitted function is
+Timing method (the one of ``benchmarks.peers``, which times PyTorch, Flax and plain JAX): the first call of a jitted function is
 timed on its own and reported as ``compile_s`` (trace + XLA compile + one execution); then
 ``warmup`` untimed calls; then ``repeats`` timed blocks of ``steps`` calls each, every block ended
 by ``jax.block_until_ready``. A result is the per-call median over blocks with the min..max spread.
@@ -51,7 +51,7 @@ def define_bf16_flag():
     """--bf16_matmuls, for the launchers whose measurement runs `jaxrnn.loss_fn` with it
     (throughput, memory, kernels); the others measure float32 matrix products only."""
     flags.DEFINE_bool("bf16_matmuls", False, "bfloat16 matmul operands with float32 accumulation "
-                      "(jaxrnn.cells.matmul), in both backward modes.")
+                      "(jaxrnn.matmuls.matmul), in both backward modes.")
 
 
 def define_timing_flags(*, warmup=3, steps=10, repeats=5):
@@ -129,11 +129,16 @@ def checked_modes(names):
 # ---------------------------------------------------------------------------------------------
 # Model inputs and the benchmark training step
 # ---------------------------------------------------------------------------------------------
-def make_tokens(cfg, seed=0):
-    """Random ``(B, T)`` int32 inputs and targets (targets = inputs shifted by one)."""
+def numpy_tokens(cfg, seed=0):
+    """Random ``(B, T)`` int32 NumPy inputs and targets (targets = inputs shifted by one)."""
     rng = np.random.default_rng(seed)
     seq = rng.integers(0, cfg.vocab_size, size=(cfg.batch_size, cfg.seq_len + 1), dtype=np.int32)
-    return jnp.asarray(seq[:, :-1]), jnp.asarray(seq[:, 1:])
+    return seq[:, :-1], seq[:, 1:]
+
+
+def make_tokens(cfg, seed=0):
+    """`numpy_tokens` as JAX arrays."""
+    return tuple(jnp.asarray(tokens) for tokens in numpy_tokens(cfg, seed))
 
 
 def make_params(arch, cfg, seed=0):
@@ -155,7 +160,7 @@ class BenchTrainStep(NamedTuple):
 
 def make_bench_train_step(arch, backward, *, learning_rate=2e-3, grad_clip=5.0, donate=True,
                           steps_per_call=1, matmul_dtype=None):
-    """The full training step that peers.py times, on jaxrnn's loss.
+    """The full training step that `benchmarks.peers` times for every peer, on jaxrnn's loss.
 
     Forward over T from a zero state, mean cross-entropy over all B*T positions, backward
     (``backward="manual"`` hand-written BPTT or ``"autodiff"``), global-norm clipping to
@@ -227,9 +232,9 @@ def train_flops(arch, batch_size, seq_len, hidden_size, vocab_size, num_layers):
       scatter-add gradient is not counted either).
     * ``output``: logits ``(N, H) x (H, V)``, ``dW_hy`` and ``dh``: ``3 * 2 N H V``.
 
-    The total equals peers.py ``train_flops(...)["train_min"]`` (backward = 2x forward, so
-    3x the forward matmul FLOPs). ``train_dense`` is peers.py's count with the one-hot input
-    multiplied densely, kept for comparing with its figures. Element-wise work (gates, softmax,
+    The total is the count `benchmarks.peers` uses for every peer (backward = 2x forward, so
+    3x the forward matmul FLOPs). ``train_dense`` counts the one-hot input multiplied
+    densely, as the obvious cell does. Element-wise work (gates, softmax,
     Adam) is not counted.
     """
     g = get_cell(arch).num_gates * hidden_size

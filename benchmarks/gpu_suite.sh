@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements of BUILD_NOTES.md ("On a GPU") in one command, for a machine with a CUDA
+# The GPU measurements of BUILD_NOTES.md ("GPU throughput") in one command, for a machine with a CUDA
 # GPU, JAX with CUDA, optax, absl-py, pytest and, for the cuDNN peer, PyTorch:
 #   bash benchmarks/gpu_suite.sh OUT_DIR                 # every part
 #   PARTS="tests loop" bash benchmarks/gpu_suite.sh OUT_DIR
@@ -15,7 +15,7 @@ py=${PYTHON:-python3}
 parts=${PARTS:-env tests f32 torch bf16 wide loop precision}
 
 tp() { $py -m benchmarks.throughput --warmup=3 --steps=10 --repeats=5 "$@" 2>&1 | grep -v "^[IW][0-9]"; }
-peer() { $py benchmarks/peers/torch_cuda.py "$@" 2>&1 | grep -v "Warning\|detach\|final_loss"; }
+peer() { $py benchmarks/torch_cuda.py "$@" 2>&1 | grep -v "Warning\|detach\|final_loss"; }
 
 for part in $parts; do
   echo "=== $part"

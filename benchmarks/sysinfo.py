@@ -91,11 +91,16 @@ def environment_info():
     return info
 
 
+def _relative(path):
+    """``path`` relative to the working folder (a record names no folder of this machine)."""
+    return os.path.relpath(path) if os.path.isabs(path) else path
+
+
 def write_json(path, *, benchmark, config, results, environment=None):
     """Write one benchmark record: name, date, command line, config, environment, results."""
     record = {"benchmark": benchmark,
               "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-              "argv": sys.argv, "config": config,
+              "argv": [_relative(sys.argv[0])] + sys.argv[1:], "config": config,
               "environment": environment or environment_info(), "results": results}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:

@@ -8,7 +8,7 @@ side by side. The speedup column is the median over rounds of the paired per-blo
 (autodiff step time / manual step time), with its min..max.
 
 ``--steps_per_call=K`` runs K steps in one compiled call (a ``lax.fori_loop``), as jaxrnn's own
-training loop runs its chunks; the default K=1 is one call per step, as peers.py times PyTorch.
+training loop runs its chunks; the default K=1 is one call per step, as `benchmarks.peers` times PyTorch.
 The difference is memory mapping: XLA:CPU maps a call's temporaries fresh (one mmap/munmap of the
 whole temporary block per call), so each call page-faults on every temporary page it touches;
 the "faults/step" column counts those minor page faults (getrusage), per step.
@@ -57,7 +57,7 @@ def define_flags():
                       "on one CPU set XLA_FLAGS=--xla_force_host_platform_device_count=2 first.")
     flags.DEFINE_integer("steps_per_call", 1, "Training steps per compiled call (a fori_loop "
                          "inside one jit, as jaxrnn.train runs its chunks); 1 = one call per "
-                         "step, as peers.py times PyTorch.", lower_bound=1)
+                         "step, as `benchmarks.peers` times PyTorch.", lower_bound=1)
     flags.DEFINE_bool("measure_roofline", False, "Measure the GEMM roofline of each config in "
                       "this run (benchmarks.roofline) and report the fraction of its mix bound.")
 

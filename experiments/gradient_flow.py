@@ -5,7 +5,7 @@ For freshly initialised models (--models) and trained ones (--checkpoints), take
 characters of a split of the corpus and prints, per model and layer, the norm of the gradient of
 the last character's loss with respect to each earlier step's input projection, relative to the
 last step's (median over the B streams), its fitted factor per step and the distance at which it
-falls below 1/1000 (`jaxrnn.gradient_flow`).
+falls below 1/1000 (measured by `jaxrnn.gradient_flow`, shown by `experiments.reporting`).
 """
 import datetime
 import sys
@@ -39,12 +39,14 @@ FLAGS = flags.FLAGS
 def main(argv):
     from jaxrnn import data, gradient_flow
     from jaxrnn.errors import ConfigError
-    distances = gradient_flow.parse_distances(FLAGS.distances, FLAGS.seq_len)
+    from experiments import reporting
+    distances = reporting.parse_distances(FLAGS.distances, FLAGS.seq_len)
+    specs = [reporting.parse_model_spec(spec) for spec in FLAGS.models if spec]
     if FLAGS.plot:
-        gradient_flow.check_plot_path(FLAGS.plot)
+        reporting.check_plot_path(FLAGS.plot)
     if FLAGS.json:
-        gradient_flow.check_output_path(FLAGS.json, "--json")
-    for dtype in [FLAGS.dtype] + [gradient_flow.checkpoint_dtype(folder)
+        reporting.check_output_path(FLAGS.json, "--json")
+    for dtype in [FLAGS.dtype] + [reporting.checkpoint_dtype(folder)
                                   for folder in FLAGS.checkpoints]:
         common.enable_dtype(dtype)
     corpus = data.load_corpus(FLAGS.data)
@@ -52,10 +54,11 @@ def main(argv):
     streams = data.make_streams(ids, FLAGS.batch_size, FLAGS.seq_len,
                                 name=f"{FLAGS.text_split} split")
     inputs, targets = data.get_window(streams, 0, FLAGS.seq_len)
-    models = ([gradient_flow.fresh_model(spec, len(corpus.vocab), FLAGS.hidden_size,
-                                         FLAGS.num_layers, seed=FLAGS.seed, dtype=FLAGS.dtype)
-               for spec in FLAGS.models if spec]
-              + [gradient_flow.trained_model(folder, corpus.vocab) for folder in FLAGS.checkpoints])
+    models = ([gradient_flow.fresh_model(len(corpus.vocab), FLAGS.hidden_size, FLAGS.num_layers,
+                                         seed=FLAGS.seed, dtype=FLAGS.dtype, **spec)
+               for spec in specs]
+              + [reporting.load_trained_model(folder, corpus.vocab)
+                 for folder in FLAGS.checkpoints])
     if not models:
         raise ConfigError("nothing to measure; pass --models and/or --checkpoints")
     results = [(model, gradient_flow.gradient_flow(model.params, inputs, targets, arch=model.arch,
@@ -64,16 +67,16 @@ def main(argv):
     print(f"|dL_T/da_t| relative to d = 0 (median over {FLAGS.batch_size} windows of "
           f"{FLAGS.seq_len} characters of the {FLAGS.text_split} split, {FLAGS.backward} "
           "backward):")
-    print("\n".join(gradient_flow.format_table(results, distances)))
+    print("\n".join(reporting.format_table(results, distances)))
     if FLAGS.plot:
-        gradient_flow.save_plot(FLAGS.plot, results, title=f"{FLAGS.batch_size} x "
-                                f"{FLAGS.seq_len} characters, {FLAGS.text_split} split")
+        reporting.save_plot(FLAGS.plot, results, title=f"{FLAGS.batch_size} x "
+                            f"{FLAGS.seq_len} characters, {FLAGS.text_split} split")
         print(f"plot: {FLAGS.plot}")
     if FLAGS.json:
-        gradient_flow.write_json(FLAGS.json, gradient_flow.report_record(
-            results, command=" ".join(sys.argv), date=datetime.datetime.now(
-                datetime.timezone.utc).isoformat(timespec="seconds"),
-            data=str(corpus.text_path), text_split=FLAGS.text_split,
+        reporting.write_json(FLAGS.json, reporting.report_record(
+            results, command=" ".join(["python -m experiments.gradient_flow"] + sys.argv[1:]),
+            date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            data=FLAGS.data, text_split=FLAGS.text_split,
             batch_size=FLAGS.batch_size, seq_len=FLAGS.seq_len, backward=FLAGS.backward))
         print(f"json: {FLAGS.json}")
 

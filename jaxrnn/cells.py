@@ -13,8 +13,8 @@ Every cell exposes the same functions (see `Cell`):
 
 Every function that multiplies matrices takes ``matmul_dtype``: None (the default) multiplies in
 the operands' dtype; ``"bfloat16"`` rounds both operands of every matrix product to bfloat16 and
-accumulates in the operands' own dtype (float32): the tensor-core mode of GPUs and TPUs (`matmul`).
-`get_cell` binds it, so a `Cell`'s functions all use one choice.
+accumulates in the operands' own dtype (float32): the tensor-core mode of GPUs and TPUs
+(`jaxrnn.matmuls`). `get_cell` binds it, so a `Cell`'s functions all use one choice.
 
 The public one-step signature ``step(params, carry, x_t) -> (carry, h_t)`` (`rnn_step`, `lstm_step`,
 `gru_step`) is the input projection followed by ``forward_step``.
@@ -24,10 +24,12 @@ Row-vector convention, shapes per `jaxrnn.types`: ``x_t: (B, I)``, ``h_t: (B, H)
 
 The backward functions contain no automatic differentiation: each is a reverse ``lax.scan`` that
 carries ``dh`` (and ``dc``) back through time and writes the pre-activation gradients ``d_xproj``
-over a buffer the forward filled and the sweep no longer needs (`_reverse_scan_in_place`);
+over a buffer the forward filled and the sweep no longer needs (`sweeps.reverse_scan_in_place`);
 the weight gradients are then single large GEMMs over all ``N = T*B`` rows, e.g.
-``dW_h = H_prev^T @ dPre`` with ``H_prev = [h_0, ..., h_{T-1}]``. The derivations are in
-BUILD_NOTES.md, section "Hand-written BPTT".
+``dW_h = H_prev^T @ dPre`` with ``H_prev = [h_0, ..., h_{T-1}]``. Each backward's docstring
+holds its adjoint equations; BUILD_NOTES.md, "Hand-written BPTT", the structure they share. The scans themselves (forward in place, the reverse
+sweeps and their per-platform form) are `jaxrnn.sweeps`; this module is the three cells and
+their table (`get_cell`).
 """
 import functools
 from typing import Callable, NamedTuple
@@ -35,11 +37,12 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxrnn import sweeps
 from jaxrnn.errors import ConfigError
+from jaxrnn.matmuls import MATMUL_DTYPES, matmul, sum_outer
 from jaxrnn.types import GRUResiduals, LSTMResiduals, LSTMState, RNNResiduals
 
 ARCHS = ("rnn", "lstm", "gru")
-MATMUL_DTYPES = (None, "bfloat16")
 RECURRENT_INITS = ("orthogonal", "identity", "scaled_normal")
 
 # Activation and its derivative *written in terms of the activation's output* y = act(a), so that
@@ -88,134 +91,6 @@ def _zero_hidden(batch_size, hidden_size, dtype):
 def _lstm_zero_carry(batch_size, hidden_size, dtype):
     return LSTMState(_zero_hidden(batch_size, hidden_size, dtype),
                      _zero_hidden(batch_size, hidden_size, dtype))
-
-
-def _previous(first, sequence):
-    """(T, ...) -> (T, ...): ``[first, sequence_0, ..., sequence_{T-2}]``, i.e. the value at t-1."""
-    return jnp.concatenate([first[None], sequence[:-1]], axis=0)
-
-
-def _scan_in_place(step, carry, buffer, xs=None):
-    """A ``lax.scan`` over the time axis of ``buffer: (T, ...)`` that rewrites it row by row.
-
-    ``step(carry, buffer_t, xs_t) -> (carry, new_buffer_t, ys_t)``: row ``t`` of ``buffer`` is
-    read and replaced by ``new_buffer_t`` (same shape), so one ``(T, B, G)`` allocation holds the
-    input projection and then the gates, as cuDNN reuses its reserve space; a scan's stacked
-    output would allocate and zero-fill a second ``(T, B, G)`` array. XLA updates the buffer in
-    place as long as every read of row ``t`` feeds ``new_buffer_t``. Returns
-    ``(carry, buffer, ys)``.
-    """
-    def body(state, inputs):
-        carry, buffer = state
-        t, xs_t = inputs
-        buffer_t = jax.lax.dynamic_index_in_dim(buffer, t, keepdims=False)
-        carry, new_buffer_t, ys_t = step(carry, buffer_t, xs_t)
-        return (carry, jax.lax.dynamic_update_index_in_dim(buffer, new_buffer_t, t, 0)), ys_t
-
-    (carry, buffer), ys = jax.lax.scan(body, (carry, buffer), (_time_steps(buffer), xs))
-    return carry, buffer, ys
-
-
-def _reverse_scan_in_place(step, carry, buffer, xs):
-    """A reverse-time ``lax.scan`` that replaces row ``t`` of ``buffer: (T, ...)`` by its gradient.
-
-    ``step(carry, buffer_t, t, xs_t) -> (carry, new_buffer_t, ys_t)``; returns
-    ``(carry, new_buffer, ys)``. The backward sweeps pass the forward's gates, which are dead once
-    read, so that the sweep writes its ``(T, B, G)`` pre-activation gradients over them and
-    allocates (and zero-fills) no second ``(T, B, G)`` array. Row ``t`` is read one iteration
-    early: each iteration writes its row and then reads the next one (``t - 1``) from the updated
-    buffer into the carry, so the buffer's one reader follows its one writer and XLA updates it
-    in place however many element-wise kernels (and carries) use the row. Reading row ``t`` in
-    the iteration that overwrites it would make XLA copy the whole buffer every step whenever a
-    kernel that does not feed the new row (the LSTM's ``dc * f`` carry) reads it.
-    """
-    def body(state, inputs):
-        carry, buffer_t, buffer = state
-        t, xs_t = inputs
-        carry, new_buffer_t, ys_t = step(carry, buffer_t, t, xs_t)
-        buffer = jax.lax.dynamic_update_index_in_dim(buffer, new_buffer_t, t, 0)
-        buffer_t = jax.lax.dynamic_index_in_dim(buffer, jnp.maximum(t - 1, 0), keepdims=False)
-        return (carry, buffer_t, buffer), ys_t
-
-    (carry, _, buffer), ys = jax.lax.scan(body, (carry, buffer[-1], buffer),
-                                          (_time_steps(buffer), xs), reverse=True)
-    return carry, buffer, ys
-
-
-def _reverse_scan_stacked(step, carry, buffer, xs):
-    """`_reverse_scan_in_place`'s contract with the new rows as a scan's stacked output (a second
-    ``(T, B, G)`` array): the form for GPUs, where each step costs kernel launches rather than
-    memory and the early read would be one more per step."""
-    def body(carry, inputs):
-        t, buffer_t, xs_t = inputs
-        carry, new_buffer_t, ys_t = step(carry, buffer_t, t, xs_t)
-        return carry, (new_buffer_t, ys_t)
-
-    carry, (buffer, ys) = jax.lax.scan(body, carry, (_time_steps(buffer), buffer, xs),
-                                       reverse=True)
-    return carry, buffer, ys
-
-
-def _by_platform(*args, cpu, default):
-    """``cpu(*args)`` in a program lowered for the CPU, ``default(*args)`` elsewhere
-    (`jax.lax.platform_dependent`). The tests replace it to run the other platforms' forms."""
-    return jax.lax.platform_dependent(*args, cpu=cpu, default=default)
-
-
-def _reverse_sweep(step, carry, buffer, xs):
-    """`_reverse_scan_in_place` on the CPU, `_reverse_scan_stacked` elsewhere: on an H200 the
-    in-place form measured 7-9% slower; on the CPU it saves a zero-filled ``(T, B, G)`` array
-    and its page faults."""
-    return _by_platform(carry, buffer, xs, cpu=functools.partial(_reverse_scan_in_place, step),
-                        default=functools.partial(_reverse_scan_stacked, step))
-
-
-def _gates_in_place(forward_step):
-    """``forward(params, carry0, xproj) -> (carry_T, hiddens (T, B, H), residuals)``: the step
-    over a window, each step's ``residuals.gates`` written over its row of ``xproj: (T, B, G)``
-    by `_scan_in_place`; the residuals' other fields are stacked over T as usual."""
-    def forward(params, carry0, xproj):
-        def step(carry, xproj_t, _):
-            carry, (h, residuals) = forward_step(params, carry, xproj_t)
-            return carry, residuals.gates, (h, residuals._replace(gates=None))
-
-        carry_T, gates, (hiddens, residuals) = _scan_in_place(step, carry0, xproj)
-        return carry_T, hiddens, residuals._replace(gates=gates)
-    return forward
-
-
-def _time_steps(sequence):
-    """``[0, 1, ..., T-1]`` for a time-major ``sequence: (T, ...)``, to scan alongside it."""
-    return jnp.arange(sequence.shape[0])
-
-
-def _previous_row(sequence, t, first):
-    """``sequence[t-1]``, or ``first`` at ``t == 0``, inside a scan over ``t``.
-
-    A select in the step instead of the ``(T, ...)`` copy that `_previous` makes.
-    """
-    row = jax.lax.dynamic_index_in_dim(sequence, jnp.maximum(t - 1, 0), keepdims=False)
-    return jnp.where(t > 0, row, first)
-
-
-def matmul(a, b, matmul_dtype=None):
-    """``a @ b`` for a: (..., K), b: (K, N) -> (..., N); with ``matmul_dtype="bfloat16"`` the
-    product of the operands rounded to bfloat16, accumulated in ``a``'s dtype
-    (``preferred_element_type``): bfloat16 matmuls with float32 accumulation. Everything outside
-    the matrix products stays in ``a``'s dtype."""
-    if matmul_dtype is None:
-        return a @ b
-    return jnp.matmul(a.astype(matmul_dtype), b.astype(matmul_dtype),
-                      preferred_element_type=a.dtype)
-
-
-def sum_outer(a, b, matmul_dtype=None):
-    """sum_t a_t^T b_t for a: (T, B, X), b: (T, B, Y) -> (X, Y): one GEMM over all T*B rows
-    (operands rounded to ``matmul_dtype`` as in `matmul`)."""
-    if matmul_dtype is None:
-        return jnp.tensordot(a, b, axes=((0, 1), (0, 1)))
-    return jnp.tensordot(a.astype(matmul_dtype), b.astype(matmul_dtype), axes=((0, 1), (0, 1)),
-                         preferred_element_type=a.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,9 +144,9 @@ def rnn_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, *, activation
         da = (g_t + dh_from_next) * act_grad(h_t)
         return matmul(da, W_hh_T, matmul_dtype), da, None
 
-    # On the CPU da is written over d_hiddens row by row (`_reverse_sweep`).
-    d_h0, d_pre, _ = _reverse_sweep(step, d_h_T, d_hiddens, hiddens)
-    return d_pre, d_h0, {"W_hh": sum_outer(_previous(h0, hiddens), d_pre, matmul_dtype)}
+    # On the CPU da is written over d_hiddens row by row (`sweeps.reverse_sweep`).
+    d_h0, d_pre, _ = sweeps.reverse_sweep(step, d_h_T, d_hiddens, hiddens)
+    return d_pre, d_h0, {"W_hh": sum_outer(sweeps.previous(h0, hiddens), d_pre, matmul_dtype)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,7 +227,7 @@ def lstm_backward(params, carry0, hiddens, residuals, d_hiddens, d_carry_T, *,
     def step(carry, gates, t, inputs_t):
         dh_from_next, dc_from_next = carry
         g_t, c = inputs_t
-        c_prev = _previous_row(cells, t, carry0.cell)
+        c_prev = sweeps.previous_row(cells, t, carry0.cell)
         i, f, g, o = jnp.split(gates, 4, axis=-1)
         dh = g_t + dh_from_next
         tanh_c = jnp.tanh(c)
@@ -363,10 +238,10 @@ def lstm_backward(params, carry0, hiddens, residuals, d_hiddens, d_carry_T, *,
                               dh * tanh_c * o * (1 - o)], axis=-1)
         return (matmul(da, W_h_T, matmul_dtype), dc * f), da, None
 
-    # On the CPU da is written over the gates row by row (`_reverse_sweep`).
-    (d_h0, d_c0), d_pre, _ = _reverse_sweep(
+    # On the CPU da is written over the gates row by row (`sweeps.reverse_sweep`).
+    (d_h0, d_c0), d_pre, _ = sweeps.reverse_sweep(
         step, tuple(d_carry_T), residuals.gates, (d_hiddens, cells))
-    grads = {"W_h": sum_outer(_previous(carry0.hidden, hiddens), d_pre, matmul_dtype)}
+    grads = {"W_h": sum_outer(sweeps.previous(carry0.hidden, hiddens), d_pre, matmul_dtype)}
     return d_pre, LSTMState(d_h0, d_c0), grads
 
 
@@ -439,7 +314,7 @@ def gru_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, *, matmul_dty
 
     def adjoints(dh_from_next, gates, t, g_t, h_n):
         """One step: ``(carry to h_{t-1}, dgh_t, (da_r, da_z, da_n))``."""
-        h_prev = _previous_row(hiddens, t, h0)
+        h_prev = sweeps.previous_row(hiddens, t, h0)
         r, z, n = jnp.split(gates, 3, axis=-1)
         dh = g_t + dh_from_next
         da_n = dh * (1 - z) * (1 - n * n)
@@ -449,13 +324,13 @@ def gru_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, *, matmul_dty
         return dh * z + matmul(d_gh, W_h_T, matmul_dtype), d_gh, (da_r, da_z, da_n)
 
     def in_place(d_h_T, gates, d_hiddens, hn):
-        # dgh (the step's GEMM operand) is written over the gates (`_reverse_scan_in_place`),
+        # dgh (the step's GEMM operand) is written over the gates (`sweeps.reverse_scan_in_place`),
         # da_n is emitted as a (T, B, H) output, and dxproj is dgh with that n block.
         def step(dh_from_next, gates_t, t, inputs_t):
             carry, d_gh, (_, _, da_n) = adjoints(dh_from_next, gates_t, t, *inputs_t)
             return carry, d_gh, da_n
 
-        d_h0, d_gh, d_a_n = _reverse_scan_in_place(step, d_h_T, gates, (d_hiddens, hn))
+        d_h0, d_gh, d_a_n = sweeps.reverse_scan_in_place(step, d_h_T, gates, (d_hiddens, hn))
         return d_h0, with_n_block(d_gh, d_a_n), d_gh
 
     def stacked(d_h_T, gates, d_hiddens, hn):
@@ -464,14 +339,14 @@ def gru_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, *, matmul_dty
             carry, _, (da_r, da_z, da_n) = adjoints(dh_from_next, gates_t, t, *inputs_t)
             return carry, jnp.concatenate([da_r, da_z, da_n], axis=-1), None
 
-        d_h0, d_xproj, _ = _reverse_scan_stacked(step, d_h_T, gates, (d_hiddens, hn))
+        d_h0, d_xproj, _ = sweeps.reverse_scan_stacked(step, d_h_T, gates, (d_hiddens, hn))
         reset = gates[..., :hidden_size]
         return d_h0, d_xproj, with_n_block(d_xproj, d_xproj[..., 2 * hidden_size:] * reset)
 
-    # In place on the CPU, stacked elsewhere, as `_reverse_sweep` chooses for the other cells.
-    d_h0, d_xproj, d_gh = _by_platform(d_h_T, residuals.gates, d_hiddens, residuals.hn,
+    # In place on the CPU, stacked elsewhere, as `sweeps.reverse_sweep` chooses for the other cells.
+    d_h0, d_xproj, d_gh = sweeps.by_platform(d_h_T, residuals.gates, d_hiddens, residuals.hn,
                                        cpu=in_place, default=stacked)
-    grads = {"W_h": sum_outer(_previous(h0, hiddens), d_gh, matmul_dtype),
+    grads = {"W_h": sum_outer(sweeps.previous(h0, hiddens), d_gh, matmul_dtype),
              "b_h": d_gh.sum(axis=(0, 1))}
     return d_xproj, d_h0, grads
 
@@ -519,38 +394,34 @@ def get_cell(arch, activation=None, matmul_dtype=None):
     return _build_cell(arch, activation, matmul_dtype)
 
 
-def _scan_forward(forward_step):
-    """``forward(params, carry0, xproj) -> (carry_T, hiddens, residuals)``: a scan of the step."""
-    def forward(params, carry0, xproj):
-        carry_T, (hiddens, residuals) = jax.lax.scan(
-            functools.partial(forward_step, params), carry0, xproj)
-        return carry_T, hiddens, residuals
-    return forward
-
-
-_CELL_PARTS = {  # arch -> (gates, input weight, input bias, init, zero carry, step, backward)
-    "rnn": (1, "W_xh", "b_h", rnn_init, _zero_hidden, rnn_forward_step, rnn_backward),
-    "lstm": (4, "W_x", "b", lstm_init, _lstm_zero_carry, lstm_forward_step, lstm_backward),
-    "gru": (3, "W_x", "b_x", gru_init, _zero_hidden, gru_forward_step, gru_backward),
+# Each arch's parts, by name. ``forward`` turns the bound step into the window's forward: the
+# LSTM and GRU write their gates (the same width as the input projection) over it in place.
+_CELL_PARTS = {
+    "rnn": dict(num_gates=1, input_weight="W_xh", input_bias="b_h", init=rnn_init,
+                zero_carry=_zero_hidden, forward_step=rnn_forward_step,
+                forward=sweeps.scan_forward, backward=rnn_backward),
+    "lstm": dict(num_gates=4, input_weight="W_x", input_bias="b", init=lstm_init,
+                 zero_carry=_lstm_zero_carry, forward_step=lstm_forward_step,
+                 forward=sweeps.gates_in_place, backward=lstm_backward),
+    "gru": dict(num_gates=3, input_weight="W_x", input_bias="b_x", init=gru_init,
+                zero_carry=_zero_hidden, forward_step=gru_forward_step,
+                forward=sweeps.gates_in_place, backward=gru_backward),
 }
 
 
 @functools.lru_cache(maxsize=None)
 def _build_cell(arch, activation, matmul_dtype):
-    num_gates, input_weight, input_bias, init, zero_carry, step, backward = _CELL_PARTS[arch]
+    parts = _CELL_PARTS[arch]
     options = {"matmul_dtype": matmul_dtype}
     if arch == "rnn":
         options["activation"] = activation
-    forward_step = functools.partial(step, **options)
-    # LSTM and GRU: the gates (the same width as the input projection) overwrite it in place.
-    forward = _scan_forward(forward_step) if arch == "rnn" else _gates_in_place(forward_step)
-    return Cell(arch, num_gates, input_weight, input_bias, init, zero_carry, forward_step,
-                forward, functools.partial(backward, **options), matmul_dtype)
-
-
-# The default cells' whole-window forwards, for direct use.
-lstm_forward = _build_cell("lstm", None, None).forward
-gru_forward = _build_cell("gru", None, None).forward
+    forward_step = functools.partial(parts["forward_step"], **options)
+    return Cell(name=arch, num_gates=parts["num_gates"], input_weight=parts["input_weight"],
+                input_bias=parts["input_bias"], init=parts["init"],
+                zero_carry=parts["zero_carry"], forward_step=forward_step,
+                forward=parts["forward"](forward_step),
+                backward=functools.partial(parts["backward"], **options),
+                matmul_dtype=matmul_dtype)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -109,18 +109,9 @@ def gradient_check(*, arch, activation=None, vocab_size=11, hidden_size=32, seq_
     }
 
 
-def training_curves(config, streams, vocab_size, num_steps):
-    """Per-step training loss (num_steps,) for each backward mode from the same seed and data.
-
-    Returns ``{"manual": (num_steps,), "autodiff": (num_steps,)}``: the curve of ``config`` run
-    once with each ``backward``; everything else (seed, windows, optimiser) is identical.
-    """
-    return {backward: curve for backward, (curve, _) in
-            train_both_modes(config, streams, vocab_size, num_steps).items()}
-
-
 def train_both_modes(config, streams, vocab_size, num_steps, *, round_off_floor=False):
-    """`training_curves` plus the trained parameters: ``{backward: (curve, params)}``.
+    """``config`` trained once with each backward from the same seed and data:
+    ``{backward: (per-step loss (num_steps,), trained params)}``.
 
     With ``round_off_floor`` also ``"autodiff, one ulp"``: the autodiff run again with a single
     weight (``W_hy[0, 0]``) moved by one unit in the last place -- the difference between two

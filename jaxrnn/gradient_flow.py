@@ -18,21 +18,20 @@ reach cannot be taught anything by the loss at the end of the window.
 sweep (`Cell.backward`, no automatic differentiation); ``"autodiff"`` from `jax.grad` of the plain
 scan with respect to an additive zero perturbation of each input projection. The two agree to
 float64 round-off (tests/test_gradient_flow.py).
+
+This module measures; the tables, plots, JSON records and model specifications of the
+``experiments.gradient_flow`` launcher are in `experiments.reporting`.
 """
-import io
-import json
-import math
-import os
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn import checkpoint, files, loop, train
-from jaxrnn import config as config_lib
-from jaxrnn.cells import ACTIVATIONS, ARCHS, RECURRENT_INITS, get_cell, matmul, project_inputs
-from jaxrnn.errors import CheckpointError, ConfigError
+from jaxrnn import train
+from jaxrnn.cells import get_cell, project_inputs
+from jaxrnn.errors import ConfigError
+from jaxrnn.matmuls import matmul
 from jaxrnn.model import hidden_size_of, init_params, init_state, output_log_probs
 from jaxrnn.unroll import BACKWARDS, stack_forward
 
@@ -183,7 +182,7 @@ def gradient_flow(params, inputs, targets, *, arch, activation=None, backward="m
 
 
 # ---------------------------------------------------------------------------------------------
-# Models to compare, and the report
+# Models to compare
 # ---------------------------------------------------------------------------------------------
 class Model(NamedTuple):
     """A model to measure: ``label``, ``params``, ``arch``, ``cell_options`` (activation and
@@ -196,207 +195,35 @@ class Model(NamedTuple):
     source: dict
 
 
-def parse_model_spec(spec):
-    """``"rnn[:ACTIVATION[:INIT]]"`` or ``"lstm|gru[:INIT]"`` -> ``{"arch", "activation",
-    "recurrent_init"}``; e.g. ``"rnn:relu:identity"`` (the IRNN), ``"gru"``. Defaults: tanh,
-    orthogonal."""
-    parts = spec.strip().split(":")
-    arch = parts[0]
-    if arch not in ARCHS:
-        raise ConfigError(f"model {spec!r}: unknown arch {arch!r}; write rnn[:ACTIVATION[:INIT]] "
-                          f"or lstm|gru[:INIT], e.g. rnn:relu:identity")
-    activation = None
-    if arch == "rnn":
-        activation = parts[1] if len(parts) > 1 else "tanh"
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"model {spec!r}: unknown activation {activation!r}; choose one of "
-                              f"{', '.join(ACTIVATIONS)}")
-        parts = parts[1:]
-    init = parts[1] if len(parts) > 1 else "orthogonal"
-    if init not in RECURRENT_INITS or len(parts) > 2:
-        raise ConfigError(f"model {spec!r}: expected rnn[:ACTIVATION[:INIT]] or lstm|gru[:INIT] "
-                          f"with INIT one of {', '.join(RECURRENT_INITS)}")
-    return {"arch": arch, "activation": activation, "recurrent_init": init}
-
-
-def fresh_model(spec, vocab_size, hidden_size, num_layers=1, *, seed=0, dtype="float32"):
-    """A freshly initialised `Model` from a `parse_model_spec` string."""
-    options = parse_model_spec(spec)
+def fresh_model(vocab_size, hidden_size, num_layers=1, *, arch, activation=None,
+                recurrent_init="orthogonal", seed=0, dtype="float32"):
+    """A freshly initialised `Model` (``activation`` for arch="rnn" only, None = tanh)."""
+    if arch == "rnn" and activation is None:
+        activation = "tanh"
     dtype = jnp.dtype(dtype).name
     if dtype == "float64" and not jax.config.jax_enable_x64:
         raise ConfigError("float64 models need jax_enable_x64; switch it on first")
-    params = init_params(jax.random.key(seed), options["arch"], vocab_size, hidden_size,
-                         num_layers, dtype=jnp.dtype(dtype),
-                         recurrent_init=options["recurrent_init"],
-                         activation=options["activation"])
+    params = init_params(jax.random.key(seed), arch, vocab_size, hidden_size, num_layers,
+                         dtype=jnp.dtype(dtype), recurrent_init=recurrent_init,
+                         activation=activation)
+    options = {"arch": arch, "activation": activation, "recurrent_init": recurrent_init}
     name = ":".join(filter(None, options.values()))
-    return Model(f"{name} H={hidden_size} init", params, options["arch"],
-                 {"activation": options["activation"]},
+    return Model(f"{name} H={hidden_size} init", params, arch, {"activation": activation},
                  {"kind": "init", "seed": seed, "dtype": dtype, **options,
                   "hidden_size": hidden_size, "num_layers": num_layers})
 
 
-def checkpoint_dtype(folder):
-    """The dtype name ("float32" or "float64") a checkpoint was trained in, read from its metadata
-    (so that a launcher can switch on float64 before loading it)."""
-    return config_lib.from_dict(checkpoint.read_metadata(folder)["config"]).dtype
-
-
-def trained_model(folder, vocab):
-    """The `Model` of a checkpoint, which must have been trained on a text with ``vocab``."""
-    params, config, checkpoint_vocab, metadata = loop.load_model(folder)
-    if checkpoint_vocab != vocab:
-        raise CheckpointError(f"checkpoint {folder} was trained on a text with a different "
-                              "vocabulary; pass the corpus it was trained on with --data")
+def trained_model(params, config, *, step, path):
+    """The `Model` of a trained checkpoint's ``params`` and `jaxrnn.config.Config` (loaded by the
+    caller); ``step`` and ``path`` only label it."""
     if config.dtype == "float64" and params["W_hy"].dtype != jnp.float64:
-        raise ConfigError(f"checkpoint {folder} is float64; switch on jax_enable_x64 first")
+        raise ConfigError(f"checkpoint {path} is float64; switch on jax_enable_x64 first")
     options = train.cell_options(config)
     name = ":".join(filter(None, [config.arch, options["activation"], config.recurrent_init]))
     dtype = "bfloat16 matmuls" if config.bf16_matmuls else config.dtype
-    return Model(f"{name} H={config.hidden_size} step {metadata['step']} ({folder})", params,
-                 config.arch, options,
-                 {"kind": "checkpoint", "path": str(folder), "step": metadata["step"],
-                  "arch": config.arch, "activation": options["activation"],
-                  "recurrent_init": config.recurrent_init, "hidden_size": config.hidden_size,
-                  "num_layers": config.num_layers, "dtype": dtype})
-
-
-def parse_distances(texts, seq_len):
-    """Distances for the table's columns: the integers among ``texts`` in ``1..T-1`` (0 has its
-    own column), sorted and unique; a text that is not an integer >= 0 is a ConfigError."""
-    distances = set()
-    for text in texts:
-        try:
-            distance = int(text)
-        except ValueError:
-            distance = -1
-        if distance < 0:
-            raise ConfigError(f"--distances must be integers >= 0, got {text!r}")
-        if 0 < distance < seq_len:
-            distances.add(distance)
-    return sorted(distances)
-
-
-def format_table(results, distances):
-    """Markdown lines: per (model, layer) the norm at d = 0, the norms at ``distances`` relative
-    to it, the factor per step and the reach. ``results``: list of (Model, GradientFlow)."""
-    lines = ["| model | layer | norm at d=0 | "
-             + "".join(f"d={distance} | " for distance in distances)
-             + f"factor per step | below {RELATIVE_FLOOR:g} at |",
-             "|" + "---|" * (len(distances) + 5)]
-    for model, flow in results:
-        for layer, norms in enumerate(flow.norms):
-            if norms[0] == 0:
-                cells = ["n/a"] * len(distances) + ["n/a", "0 (no gradient at d=0)"]
-            else:
-                factor, reach = flow.factor_per_step[layer], flow.reach[layer]
-                cells = ([f"{norms[d] / norms[0]:.2e}" for d in distances]
-                         + [f"{factor:.4f}" if math.isfinite(factor) else "n/a",
-                            str(reach) if reach >= 0 else f"> {len(norms) - 1}"])
-            lines.append(f"| {model.label} | {layer} | {norms[0]:.3g} | " + " | ".join(cells)
-                         + " |")
-    return lines
-
-
-def _finite_or_none(values):
-    return [None if not math.isfinite(value) else value for value in np.asarray(values).tolist()]
-
-
-def report_record(results, **run):
-    """A JSON-ready dict: ``run`` (what was measured) and, per model, its source, every norm
-    (``norms[layer][d]``), the factor per step (null where undefined) and the reach."""
-    return {**run, "relative_floor": RELATIVE_FLOOR, "models": [
-        {"label": model.label, "source": model.source,
-         "norms": [_finite_or_none(row) for row in flow.norms],
-         "factor_per_step": _finite_or_none(flow.factor_per_step),
-         "reach": [int(reach) for reach in flow.reach]} for model, flow in results]}
-
-
-def check_output_path(path, flag):
-    """Fail early (before any measuring) when ``path`` names a folder."""
-    if os.path.isdir(path):
-        raise ConfigError(f"{flag}={path} is a folder; name a file in it")
-
-
-def _write(path, payload, flag):
-    try:
-        files.write_atomically(path, payload)
-    except OSError as error:
-        raise ConfigError(f"could not write {flag}={path} ({error.strerror or error}); name a "
-                          "writable file") from None
-
-
-def write_json(path, record, flag="--json"):
-    """``record`` as JSON at ``path``, atomically (strict JSON: no NaN)."""
-    _write(path, json.dumps(record, indent=1, allow_nan=False).encode("utf-8"), flag)
-
-
-def _new_figure():
-    """A matplotlib Figure outside pyplot (no global state, no backend switch)."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ConfigError("--plot needs matplotlib: pip install matplotlib "
-                          "(or pip install -e '.[plots]')") from None
-    figure = Figure(figsize=(7, 4.5))
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _plot_format(path):
-    """The image format named by the file's suffix ("png" for "curves.png"), "" without one."""
-    return os.path.splitext(os.path.basename(str(path)))[1][1:].lower()
-
-
-def _checked_format(figure, path):
-    """The image format of ``path``, after checking that it names a file with a suffix this
-    matplotlib can write."""
-    check_output_path(path, "--plot")
-    formats = figure.canvas.get_supported_filetypes()
-    if _plot_format(path) not in formats:
-        raise ConfigError(f"--plot={path}: name the image file with one of the suffixes "
-                          f"{', '.join('.' + name for name in sorted(formats))}")
-    return _plot_format(path)
-
-
-def check_plot_path(path):
-    """Fail early (before any measuring) when ``path`` cannot be written as an image: no
-    matplotlib, a folder, or a suffix whose format cannot be rendered here (tried on an empty
-    figure with a title)."""
-    figure = _new_figure()
-    image_format = _checked_format(figure, path)
-    figure.add_subplot().set_title("d = T - t")         # text, which some formats need TeX for
-    _render(figure, image_format, path)
-
-
-def _render(figure, image_format, path):
-    """The figure as image bytes; a format that cannot be rendered here is a ConfigError."""
-    try:
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format=image_format)
-        return buffer.getvalue()
-    except Exception as error:  # e.g. .pgf without a LaTeX installation
-        raise ConfigError(f"--plot={path}: cannot write .{image_format} here ({error}); "
-                          "use .png or .svg") from None
-
-
-def save_plot(path, results, *, title=""):
-    """``|g|_d / |g|_0`` against d on a log scale, one line per model and layer, as an image at
-    ``path`` (format from its suffix), written atomically. ``results``: list of (Model,
-    GradientFlow)."""
-    figure = _new_figure()
-    image_format = _checked_format(figure, path)
-    axes = figure.add_subplot()
-    for model, flow in results:
-        for layer, norms in enumerate(flow.norms):
-            label = model.label if len(flow.norms) == 1 else f"{model.label} layer {layer}"
-            relative = np.where(norms > 0, norms / norms[0], np.nan) if norms[0] > 0 else norms
-            axes.semilogy(np.arange(len(norms)), relative, label=label)
-    axes.set_xlabel("distance d = T - t (steps back from the predicted character)")
-    axes.set_ylabel("|dL_T / da_t|  relative to d = 0 (median over streams)")
-    axes.set_title(title)
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    _write(path, _render(figure, image_format, path), "--plot")
+    return Model(f"{name} H={config.hidden_size} step {step} ({path})", params, config.arch,
+                 options,
+                 {"kind": "checkpoint", "path": str(path), "step": step, "arch": config.arch,
+                  "activation": options["activation"], "recurrent_init": config.recurrent_init,
+                  "hidden_size": config.hidden_size, "num_layers": config.num_layers,
+                  "dtype": dtype})

@@ -15,8 +15,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxrnn.cells import get_cell, matmul, project_inputs, sum_outer
+from jaxrnn.cells import get_cell, project_inputs
 from jaxrnn.errors import ConfigError
+from jaxrnn.matmuls import matmul, sum_outer
 from jaxrnn.unroll import BACKWARDS, reference_unroll, stack_backward, stack_forward
 
 
@@ -159,7 +160,7 @@ def loss_fn(params, inputs, targets, state=None, *, arch, backward="manual", dro
         plain scan). Forward values are identical.
       dropout, dropout_key: inverted dropout on the non-recurrent connections (training only).
       matmul_dtype: None, or "bfloat16": every matrix product (forward and backward, both modes)
-        with bfloat16 operands and float32 accumulation (`jaxrnn.cells.matmul`).
+        with bfloat16 operands and float32 accumulation (`jaxrnn.matmuls.matmul`).
     Returns: ``(loss scalar, final_state)``; use ``jax.value_and_grad(loss_fn, has_aux=True)``.
     """
     del recurrent_init

@@ -26,8 +26,9 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxrnn.cells import get_cell, make_step, matmul, project_inputs, sum_outer
+from jaxrnn.cells import get_cell, make_step, project_inputs
 from jaxrnn.errors import ConfigError
+from jaxrnn.matmuls import matmul, sum_outer
 from jaxrnn.types import LayerResiduals
 
 BACKWARDS = ("manual", "autodiff")
@@ -176,7 +177,7 @@ def unroll(layers, xs, state=None, *, arch, backward="manual", activation=None,
       arch: "rnn" | "lstm" | "gru"; activation: for "rnn" only (tanh, relu, sigmoid, identity).
       backward: "manual" (hand-written BPTT via custom_vjp) or "autodiff" (JAX differentiates).
       matmul_dtype: None, or "bfloat16" for bfloat16 matmuls with float32 accumulation
-        (`jaxrnn.cells.matmul`).
+        (`jaxrnn.matmuls.matmul`).
     Returns: ``(hiddens (T, B, H) of the top layer, final_state)``.
     """
     cell = get_cell(arch, activation, matmul_dtype)

@@ -13,6 +13,14 @@ from benchmarks import common
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _run(module, *flags):
+    """``python -m benchmarks.<module> FLAGS`` from the repository root; the finished process."""
+    result = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *flags], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 def test_steps_per_call_runs_that_many_training_steps():
     cfg = common.ModelConfig(batch_size=3, seq_len=5, hidden_size=8, vocab_size=7)
     inputs, targets = common.make_tokens(cfg)
@@ -34,12 +42,8 @@ def test_steps_per_call_runs_that_many_training_steps():
 
 def test_throughput_writes_its_record(tmp_path):
     path = tmp_path / "tp.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.throughput", "--archs=rnn", "--hidden_size=8",
-         "--seq_len=5", "--batch_size=4", "--steps_per_call=2", "--warmup=1", "--steps=2",
-         "--repeats=2", f"--json={path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    _run("throughput", "--archs=rnn", "--hidden_size=8", "--seq_len=5", "--batch_size=4",
+         "--steps_per_call=2", "--warmup=1", "--steps=2", "--repeats=2", f"--json={path}")
     record = json.loads(path.read_text())
     assert record["config"]["steps_per_call"] == 2
     rnn = record["results"]["default"]["archs"]["rnn"]
@@ -54,12 +58,31 @@ def test_kernels_reads_xla_trace(tmp_path):
     if getattr(jax.profiler, "ProfileData", None) is None:       # e.g. jax 0.6 (Python 3.10)
         pytest.skip("this jax has no jax.profiler.ProfileData")
     path = tmp_path / "kernels.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.kernels", "--archs=lstm", "--modes=manual",
-         "--hidden_size=8", "--seq_len=5", "--batch_size=4", "--calls=2", f"--json={path}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    _run("kernels", "--archs=lstm", "--modes=manual", "--hidden_size=8", "--seq_len=5",
+         "--batch_size=4", "--calls=2", f"--json={path}")
     kernels = json.loads(path.read_text())["results"]["lstm manual"]["kernels"]
     # The recurrence shows up as kernels that ran once per time step (T = 5).
     assert any(runs == 5 for _, runs in kernels.values())
     assert sum(ms for ms, _ in kernels.values()) > 0
+
+
+def test_peers_times_each_peer_and_skips_the_missing_ones(tmp_path):
+    """benchmarks.peers runs every peer in its own process on the same model and FLOP count;
+    a peer whose package is not installed is skipped with a one-line note, not an error."""
+    from benchmarks import peers
+    path = tmp_path / "peers.json"
+    result = _run("peers", "--archs=rnn", "--peers=jax,jaxrnn_manual,torch", "--hidden_size=8",
+                  "--seq_len=5", "--batch_size=4", "--warmup=1", "--steps=2", "--repeats=2",
+                  f"--json={path}")
+    record = json.loads(path.read_text())
+    measured = record["results"]["rnn"]
+    expected = {"jax", "jaxrnn_manual"} | ({"torch"} if peers.missing_package("torch") is None
+                                           else set())
+    assert set(measured) == expected
+    for peer in measured.values():
+        assert peer["chars_per_s"] > 0 and len(peer["runs"][0]["seconds_blocks"]) == 2
+    if peers.missing_package("torch"):
+        assert record["config"]["skipped"] == {"torch": "torch"}
+        assert "note: peer torch skipped: no module torch" in result.stdout
+    cfg = common.ModelConfig(batch_size=4, seq_len=5, hidden_size=8)
+    assert record["config"]["flops_per_step"]["rnn"] == common.cfg_flops("rnn", cfg)["train"]

@@ -1,5 +1,8 @@
 """Gradient flow through time (`jaxrnn.gradient_flow`): the hand-written sweeps against jax.grad,
-a case with a known answer, and the summary statistics."""
+a case with a known answer, and the summary statistics; its table, JSON and plot
+(`experiments.reporting`)."""
+import ast
+import inspect
 import json
 import os
 
@@ -11,6 +14,7 @@ import pytest
 import jaxrnn
 from jaxrnn import gradient_flow
 from jaxrnn.errors import ConfigError
+from experiments import reporting
 
 VOCAB, HIDDEN, BATCH, SEQ = 7, 6, 3, 9
 
@@ -95,10 +99,10 @@ def test_norms_are_medians_over_streams_and_do_not_underflow():
 def test_table_and_json_record_of_a_dead_model(tmp_path):
     flow = gradient_flow.GradientFlow(np.zeros((1, 4)), np.array([np.nan]), np.array([0]))
     model = gradient_flow.Model("dead", {}, "rnn", {}, {"kind": "init"})
-    lines = gradient_flow.format_table([(model, flow)], [1, 3])
+    lines = reporting.format_table([(model, flow)], [1, 3])
     assert lines[-1] == "| dead | 0 | 0 | n/a | n/a | n/a | 0 (no gradient at d=0) |"
     path = tmp_path / "v1.2" / "report"                          # a dot in a folder name
-    gradient_flow.write_json(path, gradient_flow.report_record([(model, flow)], seq_len=4))
+    reporting.write_json(path, reporting.report_record([(model, flow)], seq_len=4))
     record = json.loads(path.read_text())
     assert record["models"][0]["factor_per_step"] == [None]
     assert record["models"][0]["reach"] == [0] and record["seq_len"] == 4
@@ -110,29 +114,29 @@ def test_table_and_json_record_of_a_dead_model(tmp_path):
 
 def test_output_checks_and_float64_models_need_x64(tmp_path):
     with pytest.raises(ConfigError, match="is a folder"):
-        gradient_flow.check_output_path(tmp_path, "--json")
+        reporting.check_output_path(tmp_path, "--json")
     with pytest.raises(ConfigError, match="name the image file with one of the suffixes"):
-        gradient_flow.check_plot_path(tmp_path / "curves.xyz")
+        reporting.check_plot_path(tmp_path / "curves.xyz")
     if not jax.config.jax_enable_x64:
         with pytest.raises(ConfigError, match="jax_enable_x64"):
-            gradient_flow.fresh_model("lstm", VOCAB, HIDDEN, dtype="float64")
-    assert gradient_flow.fresh_model("gru", VOCAB, HIDDEN, dtype=jnp.float32).source["dtype"] \
-        == "float32"
+            gradient_flow.fresh_model(VOCAB, HIDDEN, arch="lstm", dtype="float64")
+    fresh = gradient_flow.fresh_model(VOCAB, HIDDEN, arch="gru", dtype=jnp.float32)
+    assert fresh.source["dtype"] == "float32"
 
 
 def test_parse_distances_and_model_specs():
-    assert gradient_flow.parse_distances(["5", "0", "1", "5", "200", "12"], 12) == [1, 5]
+    assert reporting.parse_distances(["5", "0", "1", "5", "200", "12"], 12) == [1, 5]
     for bad in (["-1"], ["x"], ["1.5"]):
         with pytest.raises(ConfigError, match="--distances must be integers >= 0"):
-            gradient_flow.parse_distances(bad, 12)
-    assert gradient_flow.parse_model_spec("rnn:relu:identity") == {
+            reporting.parse_distances(bad, 12)
+    assert reporting.parse_model_spec("rnn:relu:identity") == {
         "arch": "rnn", "activation": "relu", "recurrent_init": "identity"}
-    assert gradient_flow.parse_model_spec("gru") == {
+    assert reporting.parse_model_spec("gru") == {
         "arch": "gru", "activation": None, "recurrent_init": "orthogonal"}
     for spec, fragment in (("LSTM", "unknown arch"), ("rnn:swish", "unknown activation"),
                            ("lstm:tanh", "expected rnn"), ("gru:identity:x", "expected rnn")):
         with pytest.raises(ConfigError, match=fragment):
-            gradient_flow.parse_model_spec(spec)
+            reporting.parse_model_spec(spec)
 
 
 def test_rejects_bad_arguments():
@@ -142,3 +146,18 @@ def test_rejects_bad_arguments():
         gradient_flow.projection_gradients(params, inputs, targets, arch="gru", backward="fd")
     with pytest.raises(ConfigError, match="--seq_len of 2 or more"):
         gradient_flow.projection_gradients(params, inputs[:, :1], targets[:, :1], arch="gru")
+
+
+def test_measurement_module_holds_no_presentation_or_host_loop():
+    """`jaxrnn.gradient_flow` measures only: it imports neither the training loop (checkpoints
+    are loaded by the caller) nor file, JSON or plotting code, and names no launcher flag."""
+    source = inspect.getsource(gradient_flow)
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imported.update([node.module] + [f"{node.module}.{a.name}" for a in node.names])
+    banned = {"jaxrnn.loop", "jaxrnn.files", "jaxrnn.checkpoint", "json", "io", "matplotlib"}
+    assert not imported & banned, imported & banned
+    assert "--plot" not in source and "--json" not in source

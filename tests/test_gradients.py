@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import jaxrnn
-from jaxrnn import cells, model, unroll
+from jaxrnn import cells, matmuls, model, sweeps, unroll
 
 V, H, B, T = 7, 5, 3, 6
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("rnn", "sigmoid"), ("rnn", "identity"),
@@ -213,7 +213,7 @@ def test_manual_path_has_no_automatic_differentiation():
     """Source check: the modules of the manual path never use JAX's differentiation APIs
     (attribute access such as ``jax.grad`` or an import of the name; docstrings may mention them)."""
     forbidden = {"grad", "value_and_grad", "vjp", "jvp", "linearize", "jacrev", "jacfwd", "hessian"}
-    for module in (cells, unroll, model):
+    for module in (cells, sweeps, matmuls, unroll, model):
         tree = ast.parse(inspect.getsource(module))
         found = [node.attr for node in ast.walk(tree)
                  if isinstance(node, ast.Attribute) and node.attr in forbidden]
@@ -232,7 +232,7 @@ def test_other_platforms_sweep_form_matches_autodiff_float64(x64, monkeypatch, a
         chosen.append(default)
         return default(*args)
 
-    monkeypatch.setattr(cells, "_by_platform", default_form)
+    monkeypatch.setattr(sweeps, "by_platform", default_form)
     params, inputs, targets, state = _problem(arch, activation, 2, True, jnp.float64)
     grads = {backward: jax.jit(jax.grad(_loss(arch, activation, backward, inputs, targets),
                                         (0, 1)))(params, state)
@@ -266,11 +266,11 @@ def test_matmul_rounds_both_operands_to_bfloat16_and_accumulates_in_float32():
     b = jax.random.normal(jax.random.key(1), (64, 3), jnp.float32)
     rounded = (a.astype(jnp.bfloat16).astype(jnp.float32)
                @ b.astype(jnp.bfloat16).astype(jnp.float32))
-    product = cells.matmul(a, b, "bfloat16")
+    product = matmuls.matmul(a, b, "bfloat16")
     assert product.dtype == jnp.float32
     np.testing.assert_allclose(product, rounded, rtol=1e-5, atol=1e-5)
     assert np.abs(product - a @ b).max() > 1e-3       # the rounding happened
-    np.testing.assert_array_equal(cells.matmul(a, b), a @ b)
+    np.testing.assert_array_equal(matmuls.matmul(a, b), a @ b)
 
 
 @pytest.mark.parametrize("arch,activation", [("rnn", "tanh"), ("lstm", None), ("gru", None)])

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Gradient flow through time, fresh and trained cells (BUILD_NOTES.md, "Vanishing and exploding
+# Gradient flow through time, fresh and trained cells (BUILD_NOTES.md, "Gradient flow: vanishing and exploding
 # gradients"). bash experiments/results/2026-11-26-gradient-flow/run.sh   (about 3 minutes on 2
 # CPU cores, plus 8 for `make train` when runs/default/checkpoint does not exist yet)
 set -e
