@@ -10,7 +10,7 @@ falls below 1/1000 (`jaxrnn.gradient_flow`).
 import datetime
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from experiments import common
 
@@ -79,4 +79,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(common.run_main(main))
+    common.run(main)

@@ -5,12 +5,13 @@ Accepts every flag of experiments.train; every (learning rate, seed) pair of the
 (runs differ only in seed and peak learning rate). Prints a table of the final train, validation
 and test losses and writes ``<output_dir>/sweep.jsonl``. No checkpoints.
 """
-from absl import app, flags
+from absl import flags
 
 from experiments import common
 from jaxrnn.errors import ConfigError
 
 common.define_config_flags()
+flags.adopt_module_key_flags(common)   # --helpshort lists them
 flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds of the runs (integers)")
 flags.DEFINE_list("learning_rates", [], "peak learning rates of the runs; empty: --learning_rate")
 FLAGS = flags.FLAGS
@@ -22,6 +23,8 @@ def _parse(values, kind, name):
     except ValueError:
         raise ConfigError(f"--{name} must be a comma-separated list of {kind.__name__}s, got "
                           f"{','.join(values)!r}") from None
+    if kind is float and not all(0 < value < float("inf") for value in parsed):
+        raise ConfigError(f"--{name} must all be > 0 and finite, got {','.join(values)}")
     if len(set(parsed)) != len(parsed):
         raise ConfigError(f"--{name} lists a value twice: {','.join(values)}")
     return parsed
@@ -44,4 +47,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(common.run_main(main))
+    common.run(main)

@@ -306,20 +306,20 @@ def _probe_write(folder):
     os.unlink(path)
 
 
-def prepare_output_dir(output_dir, *, resume, overwrite=False, run_files=("metrics.jsonl",),
+def prepare_output_dir(output_dir, *, run_files=(), overwrite=False,
                        checkpoint_subdir="checkpoint"):
     """Create ``output_dir`` (if needed) after checking that a run may write there.
 
-    Refused: a path that is a file; a folder that cannot be written; without ``resume``, a folder
-    that already holds a checkpoint or one of ``run_files`` (unless ``overwrite``, which empties
-    those run files; the checkpoint is replaced at the next save).
+    Refused: a path that is a file; a folder that cannot be written (nor its checkpoint
+    subfolder); a folder holding any of ``run_files`` (paths relative to it that mean "another
+    run lives here", e.g. its checkpoint), unless ``overwrite``, which empties those of them that
+    are JSON-lines logs (the checkpoint is replaced at the next save). Returns the folder's path.
     """
     folder = pathlib.Path(output_dir)
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"--output_dir={folder} is a file, not a folder; pass a folder path")
-    meta = folder / checkpoint_subdir / "checkpoint.json"
-    held = [str(path) for path in [meta, *(folder / name for name in run_files)] if path.exists()]
-    if held and not resume and not overwrite:
+    held = [folder / name for name in run_files if (folder / name).exists()]
+    if held and not overwrite:
         raise ConfigError(f"--output_dir={folder} already holds a run ({held[0]}); pass --resume "
                           "to continue it, --overwrite to replace it, or another --output_dir")
     try:
@@ -330,10 +330,9 @@ def prepare_output_dir(output_dir, *, resume, overwrite=False, run_files=("metri
     except OSError as error:
         raise ConfigError(f"--output_dir={folder} cannot be written ({error.strerror or error}); "
                           "pass a folder you can write to") from None
-    if overwrite and not resume:
-        for name in run_files:
-            if (folder / name).exists():
-                (folder / name).write_text("", encoding="utf-8")
+    for path in held:
+        if path.suffix == ".jsonl":
+            path.write_text("", encoding="utf-8")
     return folder
 
 
