@@ -21,45 +21,15 @@ flags.DEFINE_integer("seed", 0, "random seed")
 FLAGS = flags.FLAGS
 
 
-def _cases(arch, activation):
-    from jaxrnn.cells import ACTIVATIONS, ARCHS
-    from jaxrnn.errors import ConfigError
-    if activation not in ACTIVATIONS:
-        raise ConfigError(f"unknown --activation {activation!r}; choose one of "
-                          f"{', '.join(ACTIVATIONS)}")
-    if arch == "all":
-        if FLAGS["activation"].present:
-            raise ConfigError("--arch=all runs every RNN activation; drop --activation or pick "
-                              "--arch=rnn")
-        return [("rnn", name) for name in ACTIVATIONS] + [("lstm", None), ("gru", None)]
-    if arch not in ARCHS:
-        raise ConfigError(f"unknown --arch {arch!r}; choose one of all, {', '.join(ARCHS)}")
-    if arch != "rnn" and activation != "tanh":
-        raise ConfigError(f"--activation={activation} applies to --arch=rnn only; drop it")
-    return [(arch, activation if arch == "rnn" else None)]
-
-
-def _check_sizes():
-    """Every size flag a positive integer; --vocab_size at least 2; the memory it needs."""
-    import jax.numpy as jnp
-    from jaxrnn import validate
-    from jaxrnn.errors import ConfigError
-    for name in ("hidden_size", "seq_len", "batch_size", "num_layers"):
-        validate.size(f"--{name}", FLAGS[name].value)
-    if FLAGS.vocab_size < 2:
-        raise ConfigError(f"--vocab_size must be >= 2 (one symbol leaves nothing to predict and "
-                          f"every gradient zero), got {FLAGS.vocab_size}")
-    # The LSTM (4 gates) needs the most of the three cells.
-    validate.check_memory("lstm", FLAGS.vocab_size, FLAGS.hidden_size, FLAGS.num_layers,
-                          FLAGS.batch_size, FLAGS.seq_len, jnp.dtype(FLAGS.dtype).itemsize)
-
-
 def main(argv):
     if FLAGS.dtype not in ("float32", "float64"):
         from jaxrnn.errors import ConfigError
         raise ConfigError(f"--dtype must be float32 or float64, got {FLAGS.dtype!r}")
-    cases = _cases(FLAGS.arch, FLAGS.activation)
-    _check_sizes()
+    from jaxrnn import validate
+    cases = validate.gradcheck_cases(
+        FLAGS.arch, FLAGS.activation, activation_given=FLAGS["activation"].present,
+        vocab_size=FLAGS.vocab_size, hidden_size=FLAGS.hidden_size, seq_len=FLAGS.seq_len,
+        batch_size=FLAGS.batch_size, num_layers=FLAGS.num_layers, dtype=FLAGS.dtype)
     common.enable_dtype(FLAGS.dtype)
     import jax.numpy as jnp
     from jaxrnn import diagnostics

@@ -27,7 +27,7 @@ import tempfile
 import jax
 import numpy as np
 
-from jaxrnn.cells import ARCHS, get_cell
+from jaxrnn.cells import ACTIVATIONS, ARCHS, get_cell
 from jaxrnn.errors import CheckpointError, ConfigError, TrainingDivergedError
 from jaxrnn.types import LSTMState
 
@@ -240,8 +240,9 @@ def check_losses(losses, first_step, vocab_size, checkpoint_dir, kept):
     loss = float(np.asarray(losses)[index])
     where = (f"the last good checkpoint is kept in {checkpoint_dir}" if kept
              else "no checkpoint was saved yet")
-    rule = "" if not math.isfinite(loss) else \
-        f" (above {divergence_limit(vocab_size):.2f} = twice the uniform guess's ln V)"
+    rule = "" if not math.isfinite(loss) else (
+        f" (the chunk's mean is above the divergence limit {divergence_limit(vocab_size):.2f}: a "
+        f"uniform guess's ln V = {math.log(vocab_size):.2f} plus a margin of max(ln V, 1))")
     raise TrainingDivergedError(f"loss became {loss:.4g} at step {first_step + index}{rule}; "
                                 f"{where}; lower --learning_rate or --clip_norm")
 
@@ -265,7 +266,7 @@ def _available_bytes():
 
 
 def _gib(count):
-    return f"{count / 2**30:,.1f} GiB"
+    return f"{count / 2**30:,.1f} GiB" if count >= 2**30 else f"{count / 2**20:,.1f} MiB"
 
 
 def training_bytes(arch, vocab_size, hidden_size, num_layers, batch_size, seq_len, itemsize,
@@ -277,8 +278,9 @@ def training_bytes(arch, vocab_size, hidden_size, num_layers, batch_size, seq_le
     logits, probabilities and their gradient ``3*T*B*V``.
     """
     gates = get_cell(arch).num_gates * hidden_size
-    count = sum((vocab_size if index == 0 else hidden_size) * gates + hidden_size * gates
-                + 2 * gates for index in range(num_layers)) + (hidden_size + 1) * vocab_size
+    count = sum(math.prod(shape) for index in range(num_layers) for shape in _expected_layer_shapes(
+        arch, vocab_size if index == 0 else hidden_size, hidden_size).values())
+    count += (hidden_size + 1) * vocab_size
     activations = seq_len * batch_size * (num_layers * (gates + 2 * hidden_size) + 3 * vocab_size)
     return runs * 5 * count * itemsize, runs * activations * itemsize
 
@@ -382,3 +384,34 @@ def distributed(coordinator_address, num_processes, process_id, data_parallel):
                           "share one batch)")
     if coordinator_address and num_processes == 1:
         raise ConfigError("--coordinator_address needs --num_processes of 2 or more")
+
+
+def gradcheck_cases(arch, activation, *, activation_given, vocab_size, hidden_size, seq_len,
+                    batch_size, num_layers, dtype):
+    """The flags of experiments.gradcheck -> its ``[(arch, activation), ...]`` rows.
+
+    ``arch`` "all" runs every RNN activation, the LSTM and the GRU (then ``activation`` must not
+    be given); an activation other than tanh needs arch "rnn"; --vocab_size >= 2.
+    """
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"unknown --activation {activation!r}; choose one of "
+                          f"{', '.join(ACTIVATIONS)}")
+    if arch == "all" and activation_given:
+        raise ConfigError("--arch=all runs every RNN activation; drop --activation or pick "
+                          "--arch=rnn")
+    if arch not in ("all", *ARCHS):
+        raise ConfigError(f"unknown --arch {arch!r}; choose one of all, {', '.join(ARCHS)}")
+    if arch not in ("all", "rnn") and activation != "tanh":
+        raise ConfigError(f"--activation={activation} applies to --arch=rnn only; drop it")
+    for name, value in (("hidden_size", hidden_size), ("seq_len", seq_len),
+                        ("batch_size", batch_size), ("num_layers", num_layers)):
+        size(f"--{name}", value)
+    if vocab_size < 2:
+        raise ConfigError(f"--vocab_size must be >= 2 (one symbol leaves nothing to predict and "
+                          f"every gradient zero), got {vocab_size}")
+    # The LSTM (4 gates) needs the most memory of the three cells.
+    check_memory("lstm", vocab_size, hidden_size, num_layers, batch_size, seq_len,
+                 np.dtype(dtype).itemsize)
+    if arch == "all":
+        return [("rnn", name) for name in ACTIVATIONS] + [("lstm", None), ("gru", None)]
+    return [(arch, activation if arch == "rnn" else None)]
