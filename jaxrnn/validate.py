@@ -105,10 +105,11 @@ def layers(layer_list, arch, input_size=None, where="layers"):
         names = tuple(sorted(layer)) if isinstance(layer, dict) else ()
         if names != tuple(sorted(_layer_names(arch))):
             owner = [name for name in ARCHS if tuple(sorted(_layer_names(name))) == names]
-            held = f"the parameters of {owner[0]}" if owner else f"keys {list(names)}"
-            raise ConfigError(f"{where}[{index}] holds {held}, not of {arch}; pass "
-                              f"arch={owner[0] if owner else '...'!r} or parameters built for "
-                              f"{arch}")
+            if owner:
+                raise ConfigError(f"{where}[{index}] holds the parameters of {owner[0]}, not of "
+                                  f"{arch}; pass arch={owner[0]!r} or parameters built for {arch}")
+            raise ConfigError(f"{where}[{index}] holds keys {list(names)}, not the parameters of "
+                              f"{arch}; build them with jaxrnn.init_params")
         recurrent = layer[_layer_names(arch)[1]]
         if hidden_size is None:
             hidden_size = _shape(recurrent)[0] if len(_shape(recurrent)) == 2 else None
