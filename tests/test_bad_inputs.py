@@ -404,10 +404,14 @@ def test_flag_parsing_errors_are_one_line(capsys):
     values = flags.FlagValues()
     flags.DEFINE_integer("hidden_size", 1, "H", flag_values=values)
     flags.DEFINE_enum("split", "test", ["train", "val", "test"], "split", flag_values=values)
+    flags.DEFINE_integer("seq_len", 1, "T", flag_values=values)
+    flags.register_validator("seq_len", lambda value: value < 1000,
+                             message="--seq_len is long:\nmore than 999", flag_values=values)
     for argv, fragment in ((["prog", "--hidden_size=abc"], "flag --hidden_size=abc"),
                            (["prog", "--hidden=10"], "Did you mean: hidden_size"),
                            (["prog", "--split=dev"], "should be one of <train|val|test>"),
-                           (["prog", "--nosuchflag"], "nosuchflag")):
+                           (["prog", "--nosuchflag"], "nosuchflag"),
+                           (["prog", "--seq_len=1000"], "long: more than 999")):
         with pytest.raises(SystemExit) as exited:
             common.parse_flags(argv, values)
         assert exited.value.code == 2
