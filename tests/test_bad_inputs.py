@@ -432,3 +432,20 @@ def test_helpshort_lists_every_flag_and_no_tpu_probe_line():
                       "--batch_size=1", "--vocab_size=2", "--dtype=float32")
     assert started.returncode == 0, started.stderr
     assert "Unable to initialize backend" not in started.stderr, started.stderr
+
+
+def test_the_tpu_probe_line_is_dropped_and_nothing_else():
+    """This machine has no TPU plugin, so the launcher run above cannot show the line; the filter
+    that `common.run` installs on JAX's backend logger is checked on records directly."""
+    import logging
+    from experiments import common
+
+    def record(message, level=logging.INFO):
+        return logging.LogRecord("jax._src.xla_bridge", level, __file__, 1, message, None, None)
+
+    probe = common._NoTpuProbe()
+    assert not probe.filter(record("Unable to initialize backend 'tpu': INTERNAL: no TPU"))
+    for kept in ("Unable to initialize backend 'cuda': driver too old",
+                 "An NVIDIA GPU may be present on this machine, but a CUDA-enabled jaxlib is not "
+                 "installed. Falling back to cpu."):
+        assert probe.filter(record(kept, logging.WARNING))
