@@ -3,9 +3,10 @@
 No math here: flags become a validated `jaxrnn.config.Config`, then one library call.
 """
 import dataclasses
+import logging
 import sys
 
-from absl import flags
+from absl import app, flags
 
 from jaxrnn import config as config_lib
 from jaxrnn.errors import ConfigError, JaxrnnError
@@ -103,6 +104,32 @@ def enable_dtype(dtype):
     if dtype == "float64":
         import jax
         jax.config.update("jax_enable_x64", True)
+
+
+def parse_flags(argv, flag_values=flags.FLAGS):
+    """absl ``flags_parser``: a flag that does not parse (a bad value, an unknown or misspelt name)
+    is one ``error:`` line on stderr and exit status 2, like every other user mistake."""
+    try:
+        return flag_values(argv)
+    except flags.Error as error:
+        message = " ".join(str(error).split())
+        print(f"error: {message}; see --helpshort for the flags", file=sys.stderr)
+        sys.exit(2)
+
+
+class _NoTpuProbe(logging.Filter):
+    """Drops JAX's "Unable to initialize backend 'tpu'" line: on a machine without a TPU the probe
+    failing is expected. Every other record of that logger still passes."""
+
+    def filter(self, record):
+        return not record.getMessage().startswith("Unable to initialize backend 'tpu'")
+
+
+def run(main):
+    """``app.run`` of a launcher's main with this module's error convention (`run_main`,
+    `parse_flags`)."""
+    logging.getLogger("jax._src.xla_bridge").addFilter(_NoTpuProbe())
+    app.run(run_main(main), flags_parser=parse_flags)
 
 
 def run_main(main):

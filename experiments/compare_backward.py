@@ -1,13 +1,14 @@
 """Train the same model from the same seed with --backward=manual and =autodiff and compare the
-loss curves: ``python -m experiments.compare_backward --num_steps=200``.
+loss curves: ``python -m experiments.compare_backward --compare_steps=200``.
 
 Accepts every flag of experiments.train (the preset's model, data and optimiser are used).
 """
-from absl import app, flags
+from absl import flags
 
 from experiments import common
 
 common.define_config_flags()
+flags.adopt_module_key_flags(common)   # --helpshort lists them
 flags.DEFINE_integer("compare_steps", 200, "training steps to run in each mode")
 flags.DEFINE_bool("round_off_floor", True, "also rerun autodiff with one weight moved by one ulp: "
                   "how far round-off alone moves the same code's curve")
@@ -17,7 +18,9 @@ FLAGS = flags.FLAGS
 def main(argv):
     import numpy as np
     from jaxrnn import data, diagnostics, loop
+    from jaxrnn import validate
     config = common.config_from_flags()
+    validate.size("--compare_steps", FLAGS.compare_steps)
     common.enable_dtype(config.dtype)
     corpus = data.load_corpus(config.data, config.split)
     streams = data.make_streams(corpus.train, config.batch_size, config.seq_len,
@@ -48,4 +51,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(common.run_main(main))
+    common.run(main)

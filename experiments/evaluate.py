@@ -4,7 +4,7 @@
 Prints the loss in nats per character, bits per character and perplexity. The corpus and split
 fractions are the checkpoint's own unless --data is given (its vocabulary must match).
 """
-from absl import app, flags
+from absl import flags
 
 from experiments import common
 
@@ -25,9 +25,9 @@ def main(argv):
     ids = {"train": corpus.train, "val": corpus.val, "test": corpus.test}[FLAGS.split]
     report = train.loss_report(loop.evaluate_split(config, params, ids, FLAGS.split))
     print(f"{FLAGS.split}: loss {report['loss']:.4f} nats/char, {report['bpc']:.4f} bits/char, "
-          f"perplexity {report['perplexity']:.3f} ({len(ids):,} characters, step "
+          f"perplexity {train.format_perplexity(report['perplexity'])} ({len(ids):,} characters, step "
           f"{metadata['step']}, {config.arch} H={config.hidden_size} L={config.num_layers})")
 
 
 if __name__ == "__main__":
-    app.run(common.run_main(main))
+    common.run(main)

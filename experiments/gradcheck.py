@@ -5,7 +5,7 @@ and the autodiff gradient (over all parameters and the initial state), the relat
 against central finite differences along random directions, the time of one jitted gradient
 after compilation, and the bytes of residuals each mode saves for its backward pass.
 """
-from absl import app, flags
+from absl import flags
 
 from experiments import common
 
@@ -21,20 +21,15 @@ flags.DEFINE_integer("seed", 0, "random seed")
 FLAGS = flags.FLAGS
 
 
-def _cases(arch, activation):
-    from jaxrnn.cells import ACTIVATIONS, ARCHS
-    from jaxrnn.errors import ConfigError
-    if arch == "all":
-        return [("rnn", name) for name in ACTIVATIONS] + [("lstm", None), ("gru", None)]
-    if arch not in ARCHS:
-        raise ConfigError(f"unknown --arch {arch!r}; choose one of all, {', '.join(ARCHS)}")
-    return [(arch, activation if arch == "rnn" else None)]
-
-
 def main(argv):
     if FLAGS.dtype not in ("float32", "float64"):
         from jaxrnn.errors import ConfigError
         raise ConfigError(f"--dtype must be float32 or float64, got {FLAGS.dtype!r}")
+    from jaxrnn import validate
+    cases = validate.gradcheck_cases(
+        FLAGS.arch, FLAGS.activation, activation_given=FLAGS["activation"].present,
+        vocab_size=FLAGS.vocab_size, hidden_size=FLAGS.hidden_size, seq_len=FLAGS.seq_len,
+        batch_size=FLAGS.batch_size, num_layers=FLAGS.num_layers, dtype=FLAGS.dtype)
     common.enable_dtype(FLAGS.dtype)
     import jax.numpy as jnp
     from jaxrnn import diagnostics
@@ -45,7 +40,7 @@ def main(argv):
               f"{'res MiB auto':>14}")
     print(header)
     print("-" * len(header))
-    for arch, activation in _cases(FLAGS.arch, FLAGS.activation):
+    for arch, activation in cases:
         row = diagnostics.gradient_check(
             arch=arch, activation=activation, vocab_size=FLAGS.vocab_size,
             hidden_size=FLAGS.hidden_size, seq_len=FLAGS.seq_len, batch_size=FLAGS.batch_size,
@@ -59,4 +54,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(common.run_main(main))
+    common.run(main)

@@ -10,7 +10,7 @@ falls below 1/1000 (measured by `jaxrnn.gradient_flow`, shown by `experiments.re
 import datetime
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from experiments import common
 
@@ -82,4 +82,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(common.run_main(main))
+    common.run(main)

@@ -1,7 +1,7 @@
 """Generate text from a checkpoint:
 ``python -m experiments.sample --checkpoint=runs/default/checkpoint --prime="ROMEO:" --temperature=0.8 --top_p=0.9``
 """
-from absl import app, flags
+from absl import flags
 
 from experiments import common
 
@@ -35,4 +35,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(common.run_main(main))
+    common.run(main)

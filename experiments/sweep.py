@@ -7,12 +7,13 @@ one run (runs differ only in seed, peak learning rate and clip threshold). Print
 final train, validation and test losses and writes ``<output_dir>/sweep.jsonl`` and each run's
 ``<output_dir>/runs/<run>/metrics.jsonl``. No checkpoints.
 """
-from absl import app, flags
+from absl import flags
 
 from experiments import common
 from jaxrnn.errors import ConfigError
 
 common.define_config_flags()
+flags.adopt_module_key_flags(common)   # --helpshort lists them
 flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds of the runs (integers)")
 flags.DEFINE_list("learning_rates", [], "peak learning rates of the runs; empty: --learning_rate")
 flags.DEFINE_list("clip_norms", [], "clip thresholds of the runs (inf: no clipping); empty: "
@@ -26,6 +27,8 @@ def _parse(values, kind, name):
     except ValueError:
         raise ConfigError(f"--{name} must be a comma-separated list of {kind.__name__}s, got "
                           f"{','.join(values)!r}") from None
+    if kind is float and not all(0 < value < float("inf") for value in parsed):
+        raise ConfigError(f"--{name} must all be > 0 and finite, got {','.join(values)}")
     if len(set(parsed)) != len(parsed):
         raise ConfigError(f"--{name} lists a value twice: {','.join(values)}")
     return parsed
@@ -54,4 +57,4 @@ def _cell(value, digits=4):
 
 
 if __name__ == "__main__":
-    app.run(common.run_main(main))
+    common.run(main)

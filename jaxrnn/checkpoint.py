@@ -243,7 +243,15 @@ def _read_arrays(directory: pathlib.Path, record: dict) -> Dict[str, np.ndarray]
         if key not in arrays or list(arrays[key].shape) != leaf["shape"]:
             raise CheckpointError(f"{npz_path} does not match {META_FILE} at leaf {key}; {_REDO}")
         if arrays[key].dtype.name != leaf["dtype"]:  # e.g. bfloat16, which np.save stores as V2
-            arrays[key] = arrays[key].view(jnp.dtype(leaf["dtype"]))
+            try:
+                wanted = jnp.dtype(leaf["dtype"])
+            except TypeError:
+                wanted = None
+            if wanted is None or arrays[key].dtype.kind != "V" \
+                    or arrays[key].dtype.itemsize != wanted.itemsize:
+                raise CheckpointError(f"{META_FILE} says leaf {key} is {leaf['dtype']!r:.20} but "
+                                      f"{npz_path.name} holds {arrays[key].dtype.name}; {_REDO}")
+            arrays[key] = arrays[key].view(wanted)
     return arrays
 
 

@@ -14,16 +14,25 @@ import jax
 import numpy as np
 
 from jaxrnn import checkpoint, config as config_lib, data, parallel, sample, train as train_lib
-from jaxrnn.errors import CheckpointError, ConfigError, TrainingDivergedError
+from jaxrnn import validate
+from jaxrnn.errors import CheckpointError, ConfigError
 
 CHECKPOINT_SUBDIR = "checkpoint"
 SPIKE_NATS = 0.5   # a step whose loss exceeds the previous step's by more is a loss spike
 DIVERGED_NATS = 1.0  # a sweep run ending this far above the uniform model's ln V has diverged
 
 
+def _finite_or_none(value):
+    if isinstance(value, dict):
+        return {name: _finite_or_none(item) for name, item in value.items()}
+    return None if isinstance(value, float) and not np.isfinite(value) else value
+
+
 def _append_jsonl(path, record):
+    """One JSON line; a non-finite number (a diverged run's loss) is written as null."""
+    record = _finite_or_none(record)
     with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+        handle.write(json.dumps(record, allow_nan=False) + "\n")
 
 
 def _format_seconds(seconds):
@@ -39,10 +48,14 @@ def checkpoint_metadata(config, vocab, train_state, best_val_loss, extra=None):
 
 def _resume(config, vocab, directory):
     """Load the training state of ``directory``, refusing a checkpoint that does not match."""
-    metadata = checkpoint.read_metadata(directory)
-    saved = metadata["config"]
-    checkpoint.check_compatible(saved, {name: getattr(config, name)
-                                        for name in config_lib.MODEL_FIELDS})
+    try:
+        metadata = validate.run_metadata(checkpoint.read_metadata(directory), directory)
+        saved = metadata["config"]
+        checkpoint.check_compatible(saved, {name: getattr(config, name)
+                                            for name in config_lib.MODEL_FIELDS})
+    except CheckpointError as error:
+        raise validate.resume_hint(error) from None
+    validate.resume_config(saved, config)
     if metadata["vocab"] != vocab:
         raise CheckpointError(f"checkpoint {directory} was trained on a different vocabulary "
                               f"({len(metadata['vocab'])} symbols, this corpus has {len(vocab)}); "
@@ -51,7 +64,10 @@ def _resume(config, vocab, directory):
         raise CheckpointError("checkpoint used --batch_size/--seq_len "
                               f"{saved['batch_size']}/{saved['seq_len']}; resume with the same "
                               "values so the data position stays valid")
-    return _load_train_state(config, len(vocab), directory), metadata
+    try:
+        return _load_train_state(config, len(vocab), directory), metadata
+    except CheckpointError as error:
+        raise validate.resume_hint(error) from None
 
 
 def _load_train_state(config, vocab_size, directory):
@@ -63,7 +79,7 @@ def _load_train_state(config, vocab_size, directory):
 
 def load_model(directory):
     """``(params, config, vocab, metadata)`` from a checkpoint, for evaluation and sampling."""
-    metadata = checkpoint.read_metadata(directory)
+    metadata = validate.run_metadata(checkpoint.read_metadata(directory), directory)
     config = config_lib.from_dict(metadata["config"])
     train_state = _load_train_state(config, len(metadata["vocab"]), directory)
     return train_state.params, config, metadata["vocab"], metadata
@@ -113,19 +129,28 @@ def _chunk_runner(make_chunk, log, what=""):
     return run
 
 
-def train(config, *, log=print, stop_at_step=None):
+def train(config, *, log=print, stop_at_step=None, overwrite=False):
     """Train (or resume) per ``config``; returns a summary dict with the final metrics.
 
     ``stop_at_step`` ends this invocation early, right after the checkpoint of that step (it must
     be a multiple of ``eval_every``), as if the run had been interrupted there; the test split is
     not evaluated then. A later call with ``config.resume`` continues exactly.
+
+    Before anything is compiled or written: a memory estimate against the machine, and the output
+    folder (without ``config.resume`` it must not hold another run, unless ``overwrite``;
+    `jaxrnn.validate.prepare_output_dir`). A chunk of steps whose loss is not finite or above
+    `jaxrnn.validate.divergence_limit` raises `TrainingDivergedError` before anything is saved.
     """
     corpus = data.load_corpus(config.data, config.split)
     streams = data.make_streams(corpus.train, config.batch_size, config.seq_len,
                                 name="training split")
     num_windows = data.num_windows(streams, config.seq_len)
-    output_dir = pathlib.Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    validate.check_memory(config.arch, len(corpus.vocab), config.hidden_size, config.num_layers,
+                          config.batch_size, config.seq_len, train_lib.dtype_of(config)(0).itemsize)
+    output_dir = validate.prepare_output_dir(
+        config.output_dir, overwrite=overwrite, checkpoint_subdir=CHECKPOINT_SUBDIR,
+        run_files=() if config.resume else (f"{CHECKPOINT_SUBDIR}/{checkpoint.META_FILE}",
+                                            "metrics.jsonl"))
     checkpoint_dir = output_dir / CHECKPOINT_SUBDIR
     metrics_path = output_dir / "metrics.jsonl"
     best_val_loss = None
@@ -160,15 +185,8 @@ def train(config, *, log=print, stop_at_step=None):
         new_state, metrics, seconds = run_chunk(length, train_state, streams)
         train_seconds += seconds
         steps_timed += length
-        finite = np.isfinite(metrics["loss"])
-        if not finite.all():
-            first_bad = int(np.argmin(finite))
-            kept = (f"the last good checkpoint is kept in {checkpoint_dir}"
-                    if (checkpoint_dir / checkpoint.META_FILE).exists()
-                    else "no checkpoint was saved yet")
-            raise TrainingDivergedError(
-                f"loss became {metrics['loss'][first_bad]} at step {step + first_bad + 1}; "
-                f"{kept}; lower --learning_rate or --clip_norm")
+        validate.check_losses(metrics["loss"], step + 1, len(corpus.vocab), checkpoint_dir,
+                              kept=(checkpoint_dir / checkpoint.META_FILE).exists())
         train_state, step = new_state, step + length
         pending.append(metrics)
         if step % config.log_every == 0 or step == config.num_steps:
@@ -196,7 +214,7 @@ def train(config, *, log=print, stop_at_step=None):
             _append_jsonl(metrics_path, {"kind": "val", "step": step, **report,
                                          "elapsed_seconds": time.perf_counter() - start})
             log(f"  val loss {report['loss']:.4f} nats/char = {report['bpc']:.3f} bpc, "
-                f"perplexity {report['perplexity']:.2f}")
+                f"perplexity {train_lib.format_perplexity(report['perplexity'])}")
             text = sample.sample_text(train_state.params, arch=config.arch, vocab=corpus.vocab,
                                       key=train_lib.stream_key(train_state.key, train_lib.STREAM_SAMPLES,
                                                                step),
@@ -218,7 +236,7 @@ def train(config, *, log=print, stop_at_step=None):
     _append_jsonl(metrics_path, {"kind": "test", "step": step, **test})
     total = time.perf_counter() - start
     log(f"test loss {test['loss']:.4f} nats/char = {test['bpc']:.3f} bpc, perplexity "
-        f"{test['perplexity']:.2f}; {_format_seconds(total)} in all; checkpoint: {checkpoint_dir}")
+        f"{train_lib.format_perplexity(test['perplexity'])}; {_format_seconds(total)} in all; checkpoint: {checkpoint_dir}")
     return {"test": test, "best_val_loss": best_val_loss, "seconds": total,
             "checkpoint": str(checkpoint_dir), "train_state": train_state,
             "chars_per_second": steps_timed * config.batch_size * config.seq_len
@@ -284,14 +302,16 @@ def sweep(config, seeds, learning_rates=None, clip_norms=None, *, log=print):
     streams = jax.device_put(data.make_streams(corpus.train, config.batch_size, config.seq_len,
                                                name="training split"))
     num_windows = data.num_windows(streams, config.seq_len)
-    output_dir = pathlib.Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    validate.check_memory(config.arch, len(corpus.vocab), config.hidden_size, config.num_layers,
+                          config.batch_size, config.seq_len,
+                          train_lib.dtype_of(config)(0).itemsize, runs=len(runs))
+    output_dir = validate.prepare_output_dir(config.output_dir)
     records_path = output_dir / "sweep.jsonl"
     run_paths = [output_dir / "runs" / name / "metrics.jsonl" for name in names]
     for path in run_paths:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("")                          # a rerun of the sweep starts its records anew
-    sweep_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+    sweep_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"     # tells two sweeps apart
     train_states = train_lib.init_train_states(config, len(corpus.vocab),
                                                [seed for seed, _, _ in runs])
     hparams = train_lib.run_hparams(config, [rate for _, rate, _ in runs],
@@ -317,11 +337,11 @@ def sweep(config, seeds, learning_rates=None, clip_norms=None, *, log=print):
         train_seconds += seconds
         losses = metrics["loss"]                                         # (S, length)
         for index, run_losses in enumerate(losses):
-            bad = ~np.isfinite(run_losses)
-            if diverged_at[index] is None and bad.any():
-                diverged_at[index] = step + int(np.argmax(bad)) + 1
+            bad = validate.first_divergent_step(run_losses, len(corpus.vocab))
+            if diverged_at[index] is None and bad is not None:
+                diverged_at[index] = step + bad + 1
                 log(f"  run {names[index]} diverged at step {diverged_at[index]} (loss "
-                    f"{run_losses[bad][0]}); the others go on")
+                    f"{run_losses[bad]:.4g}); the others go on")
             totals["spikes"][index] += _loss_spikes(
                 np.concatenate([last_loss[index], run_losses]))
         last_loss = losses[:, -1:]

@@ -15,17 +15,18 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jaxrnn import validate
 from jaxrnn.cells import get_cell, project_inputs
 from jaxrnn.errors import ConfigError
 from jaxrnn.matmuls import matmul, sum_outer
 from jaxrnn.unroll import BACKWARDS, reference_unroll, stack_backward, stack_forward
 
 
-def _check_sizes(vocab_size, hidden_size, num_layers):
-    for name, value in (("vocab_size", vocab_size), ("hidden_size", hidden_size),
-                        ("num_layers", num_layers)):
-        if not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+def _float_dtype(dtype):
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ConfigError(f"dtype must be a floating-point type such as float32, got {dtype}")
+    return dtype
 
 
 def init_params(key, arch, vocab_size, hidden_size, num_layers=1, *, dtype=jnp.float32,
@@ -34,9 +35,13 @@ def init_params(key, arch, vocab_size, hidden_size, num_layers=1, *, dtype=jnp.f
 
     Cell initialisers are documented in `jaxrnn.cells`; the output projection is Glorot normal
     with a zero bias. ``activation`` and ``matmul_dtype`` are accepted (and checked) so that the
-    same ``**cell_options`` can be passed here and to `loss_fn`.
+    same ``**cell_options`` can be passed here and to `loss_fn`. Sizes are integers >= 1 (NumPy
+    integers too).
     """
-    _check_sizes(vocab_size, hidden_size, num_layers)
+    vocab_size = validate.size("vocab_size", vocab_size)
+    hidden_size = validate.size("hidden_size", hidden_size)
+    num_layers = validate.size("num_layers", num_layers)
+    dtype = _float_dtype(dtype)
     cell = get_cell(arch, activation, matmul_dtype)
     keys = jax.random.split(key, num_layers + 1)
     layers = [cell.init(keys[index], vocab_size if index == 0 else hidden_size, hidden_size,
@@ -49,8 +54,11 @@ def init_params(key, arch, vocab_size, hidden_size, num_layers=1, *, dtype=jnp.f
 
 def init_state(arch, batch_size, hidden_size, num_layers=1, dtype=jnp.float32):
     """Zero state: a tuple of ``num_layers`` carries (``(B, H)``, or ``LSTMState`` for lstm)."""
-    _check_sizes(batch_size, hidden_size, num_layers)
     cell = get_cell(arch)
+    batch_size = validate.size("batch_size", batch_size)
+    hidden_size = validate.size("hidden_size", hidden_size)
+    num_layers = validate.size("num_layers", num_layers)
+    dtype = _float_dtype(dtype)
     return tuple(cell.zero_carry(batch_size, hidden_size, dtype) for _ in range(num_layers))
 
 
@@ -152,8 +160,10 @@ def loss_fn(params, inputs, targets, state=None, *, arch, backward="manual", dro
 
     Args:
       params: from `init_params`.
-      inputs, targets: (B, T) int32 windows (targets are the inputs shifted by one character).
-      state: tuple of L carries from `init_state` or a previous window; None for zeros.
+      inputs, targets: (B, T) int32 windows (targets are the inputs shifted by one character),
+        T >= 1; ids in [0, V) (checked when concrete, a contract under jit: `jaxrnn.validate`).
+      state: tuple of L carries from `init_state` or a previous window, in the parameters' dtype
+        (a different dtype is an error, not a cast); None for zeros.
       arch: "rnn" | "lstm" | "gru"; activation: "rnn" only; recurrent_init: ignored (init-only,
         accepted so one ``**cell_options`` serves `init_params` and `loss_fn`).
       backward: "manual" (hand-written BPTT, `jax.custom_vjp`) or "autodiff" (`jax.grad` of the
@@ -165,12 +175,9 @@ def loss_fn(params, inputs, targets, state=None, *, arch, backward="manual", dro
     """
     del recurrent_init
     cell = get_cell(arch, activation, matmul_dtype)
+    inputs, targets, state = _checked_inputs(params, arch, inputs, state, targets)
     inputs, targets = jnp.asarray(inputs).T, jnp.asarray(targets).T       # (T, B), time-major
     dtype = params["W_hy"].dtype
-    if state is None:
-        state = init_state(arch, inputs.shape[1], hidden_size_of(params), len(params["layers"]),
-                           dtype)
-    state = tuple(state)
     masks = None
     if dropout:
         if dropout_key is None:
@@ -185,24 +192,47 @@ def loss_fn(params, inputs, targets, state=None, *, arch, backward="manual", dro
     raise ConfigError(f"backward must be one of {', '.join(BACKWARDS)}, got {backward!r}")
 
 
+def _checked_inputs(params, arch, inputs, state, targets=None, ndim=2):
+    """Static checks of a call's arguments (and id ranges when concrete), see `jaxrnn.validate`.
+
+    inputs: (B, T) or (B,) ids; returns ``(inputs, targets, state)`` with a zero state for None.
+    """
+    vocab_size, hidden_size, num_layers, dtype = validate.params(params, arch)
+    inputs = validate.ids("inputs" if ndim == 2 else "ids", inputs, ndim, vocab_size)
+    if targets is not None:
+        targets = validate.ids("targets", targets, 2, vocab_size)
+        if targets.shape != inputs.shape:
+            raise ConfigError(f"targets have shape {tuple(targets.shape)} but inputs "
+                              f"{tuple(inputs.shape)}; pass windows of the same (B, T)")
+    if state is None:
+        state = init_state(arch, inputs.shape[0], hidden_size, num_layers, dtype)
+    return inputs, targets, validate.state(state, arch, num_layers, inputs.shape[0], hidden_size,
+                                           dtype)
+
+
 # ---------------------------------------------------------------------------------------------
 # Inference helpers (evaluation and sampling)
 # ---------------------------------------------------------------------------------------------
 def forward_log_probs(params, inputs, state=None, *, arch, activation=None, matmul_dtype=None):
-    """inputs: (B, T) int32 -> ``(log_probs (B, T, V), final_state)``; no dropout."""
+    """inputs: (B, T) int32, T >= 1 -> ``(log_probs (B, T, V), final_state)``; no dropout.
+
+    state: as for `loss_fn` (None for zeros)."""
     cell = get_cell(arch, activation, matmul_dtype)
+    inputs, _, state = _checked_inputs(params, arch, inputs, state)
     inputs = jnp.asarray(inputs).T
-    if state is None:
-        state = init_state(arch, inputs.shape[1], hidden_size_of(params), len(params["layers"]),
-                           params["W_hy"].dtype)
-    outputs, final_state, _ = stack_forward(cell, params["layers"], inputs, tuple(state))
+    outputs, final_state, _ = stack_forward(cell, params["layers"], inputs, state)
     return jnp.swapaxes(output_log_probs(params, outputs, matmul_dtype), 0, 1), final_state
 
 
 def model_step(params, state, ids, *, arch, activation=None, matmul_dtype=None):
-    """One character for every stream: ids (B,) int32 -> ``(state, logits (B, V))``."""
+    """One character for every stream: ids (B,) int32 -> ``(state, logits (B, V))``.
+
+    state: tuple of L carries of batch B in the parameters' dtype (from `init_state`)."""
     cell = get_cell(arch, activation, matmul_dtype)
-    x, new_state = ids, []
+    if state is None:
+        raise ConfigError("model_step needs a state; start from jaxrnn.init_state(arch, B, H, L)")
+    ids, _, state = _checked_inputs(params, arch, ids, state, ndim=1)
+    x, new_state = jnp.asarray(ids), []
     for params_layer, carry in zip(params["layers"], state):
         carry, (x, _) = cell.forward_step(params_layer, carry,
                                           project_inputs(cell, params_layer, x))

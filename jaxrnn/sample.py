@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn import validate
 from jaxrnn.cells import get_cell
 from jaxrnn.data import decode, encode
 from jaxrnn.errors import ConfigError
@@ -50,17 +51,23 @@ def _is_real(value):
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def validate_sampling_options(temperature, top_k, top_p, length, num_samples):
+def validate_sampling_options(temperature, top_k, top_p, length, num_samples, greedy=False):
     """Checks the sampling options; returns None or raises `ConfigError` with a one-line message.
 
     Args:
-      temperature: finite float > 0 (divides the logits; < 1 sharpens, > 1 flattens).
+      temperature: finite float > 0 (divides the logits; < 1 sharpens, > 1 flattens); with
+        ``greedy`` also 0, the limit that greedy decoding is.
       top_k: int >= 0; 0 disables top-k filtering.
       top_p: float in (0, 1]; 1 disables nucleus filtering.
       length: int >= 1, characters to sample per stream (N).
       num_samples: int >= 1, independent streams sampled in parallel (S).
     """
-    if not _is_real(temperature) or math.isnan(temperature) or temperature <= 0:
+    if greedy and _is_real(temperature) and temperature == 0:
+        pass                                      # temperature -> 0 is greedy decoding
+    elif greedy and (not _is_real(temperature) or math.isnan(temperature) or temperature < 0):
+        raise ConfigError(f"temperature must be >= 0, got {temperature!r}; greedy decoding "
+                          f"ignores it, so drop --temperature")
+    elif not _is_real(temperature) or math.isnan(temperature) or temperature <= 0:
         raise ConfigError(f"temperature must be > 0, got {temperature!r}; use --greedy for argmax "
                           f"decoding")
     if math.isinf(temperature):
@@ -157,7 +164,8 @@ def make_sampler(*, arch, activation=None, length, num_samples, temperature=1.0,
     Returns:
       ``sample_ids(params, prime_ids, key)`` with
         params: from `jaxrnn.init_params` (L layers, hidden size H, vocabulary V);
-        prime_ids: (P,) int32, P >= 1, fed through the net from the zero state; the logits after
+        prime_ids: (P,) int32, P >= 1, ids in [0, V) (a contract: under jit they are not
+          checked; `sample_text` checks its prime), fed through the net from the zero state; the logits after
           the last one give the first sampled character;
         key: a `jax.random` key (split into one key per sampled character);
       returning ids: (S, N) int32 in [0, V), the sampled continuation without the prime.
@@ -165,7 +173,7 @@ def make_sampler(*, arch, activation=None, length, num_samples, temperature=1.0,
     Raises:
       ConfigError: invalid options (see `validate_sampling_options`), unknown arch/activation.
     """
-    validate_sampling_options(temperature, top_k, top_p, length, num_samples)
+    validate_sampling_options(temperature, top_k, top_p, length, num_samples, greedy)
     get_cell(arch, activation, matmul_dtype)     # fail early on a bad arch/activation
     if greedy:                      # the filters do not matter: share one sampler
         temperature, top_k, top_p = 1.0, 0, 1.0
@@ -191,7 +199,8 @@ def _cached_sampler(arch, activation, matmul_dtype, length, num_samples, tempera
     def sample_ids(params, prime_ids, key):
         prime_ids = jnp.asarray(prime_ids, jnp.int32)
         if prime_ids.ndim != 1 or prime_ids.shape[0] < 1:
-            raise ValueError(f"prime_ids must have shape (P,) with P >= 1, got {prime_ids.shape}")
+            raise ConfigError(f"prime_ids must have shape (P,) with P >= 1, got "
+                              f"{prime_ids.shape}; pass at least one priming character")
         dtype = params["W_hy"].dtype
         vocab_size = params["W_hy"].shape[1]
         state = init_state(arch, num_samples, hidden_size_of(params), len(params["layers"]),
@@ -248,8 +257,8 @@ def sample_text(params, *, arch, vocab, key, prime="", length=200, num_samples=1
       ConfigError: invalid options, a vocabulary that does not match the model, or a prime with
         characters outside the vocabulary (the message names them).
     """
-    validate_sampling_options(temperature, top_k, top_p, length, num_samples)
-    vocab_size = params["W_hy"].shape[1]
+    validate_sampling_options(temperature, top_k, top_p, length, num_samples, greedy)
+    vocab_size = validate.params(params, arch)[0]
     if not vocab or len(vocab) != vocab_size:
         raise ConfigError(f"the vocabulary has {len(vocab)} characters but the model predicts "
                           f"{vocab_size}; use the vocabulary saved with the model's checkpoint")

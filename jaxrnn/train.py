@@ -279,4 +279,10 @@ def make_evaluate(config):
 def loss_report(loss):
     """nats/char -> {"loss": nats, "bpc": bits per character, "perplexity": exp(loss)}."""
     loss = float(loss)
-    return {"loss": loss, "bpc": loss / LN2, "perplexity": math.exp(min(loss, 700.0))}
+    return {"loss": loss, "bpc": loss / LN2,
+            "perplexity": math.exp(loss) if loss < 700.0 else math.inf}
+
+
+def format_perplexity(value):
+    """Two decimals, or three significant digits once it is large (never a 300-digit number)."""
+    return f"{value:.2f}" if value < 1e6 else f"{value:.3g}"

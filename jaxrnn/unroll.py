@@ -26,6 +26,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from jaxrnn import validate
 from jaxrnn.cells import get_cell, make_step, project_inputs
 from jaxrnn.errors import ConfigError
 from jaxrnn.matmuls import matmul, sum_outer
@@ -172,8 +173,9 @@ def unroll(layers, xs, state=None, *, arch, backward="manual", activation=None,
 
     Args:
       layers: list of L cell-parameter dicts (layer 0 has input width I, the others H).
-      xs: (T, B, I) float inputs, time-major.
-      state: tuple of L carries, or None for zeros.
+      xs: (T, B, I) float inputs, time-major, T >= 1, in the layers' dtype.
+      state: tuple of L carries in the layers' dtype (an error otherwise, not a cast), or None
+        for zeros.
       arch: "rnn" | "lstm" | "gru"; activation: for "rnn" only (tanh, relu, sigmoid, identity).
       backward: "manual" (hand-written BPTT via custom_vjp) or "autodiff" (JAX differentiates).
       matmul_dtype: None, or "bfloat16" for bfloat16 matmuls with float32 accumulation
@@ -181,9 +183,11 @@ def unroll(layers, xs, state=None, *, arch, backward="manual", activation=None,
     Returns: ``(hiddens (T, B, H) of the top layer, final_state)``.
     """
     cell = get_cell(arch, activation, matmul_dtype)
+    num_layers, hidden_size, dtype = validate.layers(layers, arch)
+    validate.float_inputs(xs, layers[0][cell.input_weight].shape[0], dtype)
     if state is None:
-        hidden_size = layers[0][cell.input_weight].shape[1] // cell.num_gates
         state = tuple(cell.zero_carry(xs.shape[1], hidden_size, xs.dtype) for _ in layers)
+    state = validate.state(state, arch, num_layers, xs.shape[1], hidden_size, dtype)
     if backward == "manual":
         return _manual_unroll(arch, activation, matmul_dtype, list(layers), xs, tuple(state))
     if backward == "autodiff":
