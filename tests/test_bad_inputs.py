@@ -362,10 +362,10 @@ def test_resume_hints_name_flags_that_train_has(run, tmp_path):
 def test_sweep_refuses_nan_and_writes_strict_json_with_a_sweep_id(run, tmp_path):
     config = _config(tmp_path, run[0].data, output_dir=str(tmp_path / "sweep"))
     for rates in ([float("nan")], [float("inf")], [0.1, -1.0]):
-        with pytest.raises(ConfigError, match="--learning_rates must all be > 0"):
+        with pytest.raises(ConfigError, match="--learning_rates must all be finite and > 0"):
             loop.sweep(config, [0], rates, log=_quiet)
     assert not (tmp_path / "sweep").exists()
-    results = loop.sweep(config, [0], [1e-3, 1e30], log=_quiet)
+    results, _ = loop.sweep(config, [0], [1e-3, 1e30], log=_quiet)
     assert results[0]["diverged_at_step"] is None and results[1]["diverged_at_step"] == 2
 
     def no_constants(name):
