@@ -34,9 +34,10 @@ from absl import app, flags
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEXT = "".join(f"line {i}: now is the winter of our discontent.\n" for i in range(150))
-RUN_FLAGS = ["--hidden_size=16", "--batch_size=4", "--seq_len=8", "--num_steps=400",
+NUM_STEPS = 200
+RUN_FLAGS = ["--hidden_size=16", "--batch_size=4", "--seq_len=8", f"--num_steps={NUM_STEPS}",
              "--steps_per_call=5", "--eval_every=50", "--log_every=50", "--sample_length=5",
-             "--eval_batch_size=2", "--dropout=0.1", "--checkpoint_every_seconds=0.2",
+             "--eval_batch_size=2", "--dropout=0.1", "--checkpoint_every_seconds=0.5",
              "--keep=2"]
 
 
@@ -45,9 +46,13 @@ def _command(work, name, resume):
             *RUN_FLAGS, f"--output_dir={work / name}"] + (["--resume"] if resume else [])
 
 
-def _env(slow_save):
+def _env(work, slow_save):
+    """Slow saves; compiled programs cached on disk across rounds (the same executables)."""
     return {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONUNBUFFERED": "1",
-            "JAXRNN_TEST_SLOW_SAVE": str(slow_save)}
+            "JAXRNN_TEST_SLOW_SAVE": str(slow_save),
+            "JAX_COMPILATION_CACHE_DIR": str(work / "jax-cache"),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
 
 def _wait_compiled(process, log_path):
@@ -92,8 +97,19 @@ def _check_records(folder):
     return checkpoint.read_metadata(folder)["step"]
 
 
-def run_kills(kills, *, seed=0, slow_save=0.05, work=None, log=print):
+def run_kills(kills, *, seed=0, slow_save=0.02, work=None, log=print):
     """The harness (see the module docstring); returns the summary dict."""
+    processes = []
+    try:
+        return _run_kills(kills, seed, slow_save, work, log, processes)
+    finally:
+        for process in processes:  # never leave a run behind
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+def _run_kills(kills, seed, slow_save, work, log, processes):
     rng = random.Random(seed)
     own_work = work is None
     work = pathlib.Path(tempfile.mkdtemp(prefix="kill-harness-") if own_work else work)
@@ -104,7 +120,9 @@ def run_kills(kills, *, seed=0, slow_save=0.05, work=None, log=print):
     tick = time.perf_counter()
     with open(work / "reference.log", "w") as out:  # with slow saves, to time the same run
         reference = subprocess.Popen(_command(work, "reference", False), cwd=ROOT,
-                                     env=_env(slow_save), stdout=out, stderr=subprocess.STDOUT)
+                                     env=_env(work, slow_save), stdout=out,
+                                     stderr=subprocess.STDOUT)
+    processes.append(reference)
     compiled_at = _wait_compiled(reference, work / "reference.log")
     if reference.wait(timeout=900) != 0:
         raise RuntimeError(f"the reference run failed: "
@@ -124,7 +142,7 @@ def run_kills(kills, *, seed=0, slow_save=0.05, work=None, log=print):
             return
         summary["runs_completed"] += 1
         got, step = _final_params(folder)
-        if step == 400 and all(np.array_equal(a, b) for a, b in zip(got, want)):
+        if step == NUM_STEPS and all(np.array_equal(a, b) for a, b in zip(got, want)):
             summary["completed_equal_reference"] += 1
         else:
             summary["failures"].append(f"round {attempt}: completed run differs from the "
@@ -136,7 +154,9 @@ def run_kills(kills, *, seed=0, slow_save=0.05, work=None, log=print):
         log_path = work / f"round-{attempt % 2}.log"
         with open(log_path, "w") as out:
             process = subprocess.Popen(_command(work, "run", folder.exists()), cwd=ROOT,
-                                       env=_env(slow_save), stdout=out, stderr=subprocess.STDOUT)
+                                       env=_env(work, slow_save), stdout=out,
+                                       stderr=subprocess.STDOUT)
+        processes.append(process)
         if rng.random() < 0.2:
             deadline = time.perf_counter() + rng.uniform(0, run_seconds)
         else:
@@ -180,8 +200,9 @@ def run_kills(kills, *, seed=0, slow_save=0.05, work=None, log=print):
         attempt += 1
         log_path = work / "final.log"
         with open(log_path, "w") as out:
-            process = subprocess.Popen(_command(work, "run", True), cwd=ROOT, env=_env(0),
+            process = subprocess.Popen(_command(work, "run", True), cwd=ROOT, env=_env(work, 0),
                                        stdout=out, stderr=subprocess.STDOUT)
+        processes.append(process)
         process.wait(timeout=900)
         finished(process, log_path)
     summary["seconds"] = time.perf_counter() - tick

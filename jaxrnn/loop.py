@@ -100,8 +100,9 @@ def _save(config, vocab, directory, train_state, best_val_loss, best=False):
 
 
 def _nonfinite_steps(config, metrics, step, consecutive, checkpoint_dir):
-    """``(skipped steps of this chunk, consecutive count)``; raises `TrainingDivergedError` at a
-    non-finite step (or, with ``skip_nonfinite``, after ``max_consecutive_nonfinite`` in a row)."""
+    """The count of skipped steps in a row at the chunk's end, from ``consecutive`` at its start;
+    raises `TrainingDivergedError` at a non-finite step (or, with ``skip_nonfinite``, after
+    ``max_consecutive_nonfinite`` skipped steps in a row)."""
     kept = (f"the last good checkpoint is kept in {checkpoint_dir}"
             if (checkpoint_dir / checkpoint.META_FILE).exists() else "no checkpoint was saved yet")
     if not config.skip_nonfinite:
@@ -111,14 +112,14 @@ def _nonfinite_steps(config, metrics, step, consecutive, checkpoint_dir):
             raise TrainingDivergedError(
                 f"loss became {metrics['loss'][first_bad]} at step {step + first_bad + 1}; "
                 f"{kept}; lower --learning_rate or --clip_norm (or pass --skip_nonfinite)")
-        return 0, 0
+        return 0
     for index, skipped in enumerate(metrics["skipped"]):
         consecutive = consecutive + 1 if skipped else 0
         if consecutive >= config.max_consecutive_nonfinite:
             raise TrainingDivergedError(
                 f"{consecutive} steps in a row up to step {step + index + 1} had a non-finite "
                 f"loss or gradient and were skipped; {kept}; lower --learning_rate or --clip_norm")
-    return int(metrics["skipped"].sum()), consecutive
+    return consecutive
 
 
 def _compile(jitted, *args):
@@ -188,7 +189,7 @@ def _train(config, log, stop_at_step, received):
         metrics = jax.device_get(metrics)
         train_seconds += time.perf_counter() - tick
         steps_timed += length
-        _, consecutive = _nonfinite_steps(config, metrics, step, consecutive, checkpoint_dir)
+        consecutive = _nonfinite_steps(config, metrics, step, consecutive, checkpoint_dir)
         train_state, step = new_state, step + length
         pending.append(metrics)
         if step % config.log_every == 0 or step == config.num_steps:

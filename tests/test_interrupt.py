@@ -1,6 +1,7 @@
 """Faults a run must survive: SIGINT/SIGTERM (save, exit 130/143, exact resume), a second SIGINT
 (exit at once, the previous checkpoint intact), the checkpoint policy (--keep, best, time-based
-saves) and non-finite steps (--skip_nonfinite). The kill harness is in tests/test_kill_harness.py.
+saves) and non-finite steps (--skip_nonfinite), and a short run of the kill harness
+(benchmarks/kill_harness.py).
 """
 import json
 import os
@@ -119,6 +120,23 @@ def test_second_sigint_exits_at_once_and_keeps_the_previous_checkpoint(tmp_path)
     process.stderr.close()
 
 
+def test_sweep_stops_cleanly_and_says_so(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(TEXT, encoding="utf-8")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "experiments.sweep", f"--data={corpus}", *FLAGS, "--seeds=0,1",
+         f"--output_dir={tmp_path / 'sweep'}"], cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "JAX_PLATFORMS": "cpu"})
+    _wait_for_line(process, "step 10/3000")
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err
+    assert "sweep stopped by SIGINT at step" in err and "keeps no checkpoints" in err
+    assert "resume with" not in err and "Traceback" not in err
+    assert "| learning rate |" not in out  # no results table for a stopped sweep
+
+
 def test_resume_command_drops_resume_flags():
     argv = ["/x/experiments/train.py", "--preset=quick", "--noresume", "--output_dir=a b",
             "--resume=false"]
@@ -203,7 +221,7 @@ def test_skip_nonfinite_step(tmp_path, skip):
         state, streams)[0]  # one good step, so the window's state is carried (not reset)
     before = jax.tree.map(np.asarray, state.params)
     chunk = train.make_train_chunk(config, data.num_windows(streams, config.seq_len), 3)
-    after, metrics = chunk(_poisoned_state(state), streams)
+    after, metrics = chunk(_poisoned_state(jax.tree.map(jnp.copy, state)), streams)  # donated
     assert not np.isfinite(metrics["loss"][0]) and np.isfinite(metrics["loss"][1:]).all() == skip
     if skip:
         np.testing.assert_array_equal(metrics["skipped"], [1, 0, 0])
@@ -265,3 +283,13 @@ def test_nonfinite_steps_in_a_row_stop_the_run(tmp_path, monkeypatch):
     with pytest.raises(TrainingDivergedError, match="at step 4; the last good checkpoint"):
         loop.train(_config(tmp_path, steps_per_call=1, state_reset_probability=0.0,
                            output_dir=str(tmp_path / "plain")), log=_quiet)
+
+
+def test_kill_harness_short():
+    """SIGKILLs at random instants (inside slow saves too): every committed checkpoint loads,
+    every round resumes, and a run that completes equals the uninterrupted one."""
+    from benchmarks import kill_harness
+    summary = kill_harness.run_kills(6, seed=1, log=_quiet)
+    assert summary["failures"] == [], summary
+    assert summary["kills"] == 6 and summary["completed_equal_reference"] >= 1
+    assert summary["resumed"] >= 1
