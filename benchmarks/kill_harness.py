@@ -1,9 +1,9 @@
 """Kill tests: SIGKILL a training run at random instants, check its checkpoints each time.
 
-``python -m benchmarks.kill_harness --kills=200 [--seed=0] [--slow_save=0.05] [--json=out.json]``
+``python -m benchmarks.kill_harness --kills=200 [--seed=0] [--slow_save=0.02] [--json=out.json]``
 
 Trains a tiny LSTM on a made-up text in a subprocess (``python -m experiments.train``, saving on
-the clock every 0.2 s and at each evaluation, ``--keep=2``), with ``JAXRNN_TEST_SLOW_SAVE`` set
+the clock every 0.5 s and at each evaluation, ``--keep=2``), with ``JAXRNN_TEST_SLOW_SAVE`` set
 so that every save pauses between its writes and renames (so kills land inside saves too). Each
 round starts the run (``--resume`` once a checkpoint exists) and SIGKILLs it after a random delay:
 a fifth of the time counted from the start of the process (start-up, import, resume), otherwise
@@ -213,7 +213,7 @@ def _run_kills(kills, seed, slow_save, work, log, processes):
 
 flags.DEFINE_integer("kills", 200, "SIGKILLs to send")
 flags.DEFINE_integer("seed", 0, "seed of the random kill instants")
-flags.DEFINE_float("slow_save", 0.05, "seconds each save pauses between its steps "
+flags.DEFINE_float("slow_save", 0.02, "seconds each save pauses between its steps "
                    "(JAXRNN_TEST_SLOW_SAVE), so that kills land inside saves")
 flags.DEFINE_string("json", None, "also write the summary to this JSON file")
 
