@@ -4,6 +4,7 @@ No math here: flags become a validated `jaxrnn.config.Config`, then one library 
 """
 import dataclasses
 import logging
+import shlex
 import sys
 
 from absl import app, flags
@@ -59,6 +60,14 @@ CONFIG_HELP = {
     "log_every": "print a progress line every N steps",
     "output_dir": "folder for checkpoint/ and metrics.jsonl",
     "resume": "continue from <output_dir>/checkpoint exactly where it stopped",
+    "checkpoint_every_seconds": "also checkpoint after the first chunk that ends this many "
+                                "seconds after the last save (0: only at evaluations)",
+    "keep": "step checkpoints to keep in <output_dir>/checkpoint (step-N.json records), newest "
+            "first; the best by validation loss (best.json) is kept besides",
+    "skip_nonfinite": "skip (do not apply) updates whose loss or gradient is not finite and restart "
+                      "that step's streams from a zero state, instead of stopping the run",
+    "max_consecutive_nonfinite": "with --skip_nonfinite: stop after this many skipped steps in a "
+                                 "row",
 }
 
 
@@ -132,8 +141,25 @@ def run(main):
     app.run(run_main(main), flags_parser=parse_flags)
 
 
+def resume_command(argv=None, module=None):
+    """The command line that continues this run: ``python -m <module> <its flags> --resume``
+    (``--resume``/``--noresume`` as given are dropped first); ``module`` defaults to the one
+    run as ``__main__``."""
+    argv = sys.argv if argv is None else argv
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    module = module or (spec.name if spec is not None else None)
+    head = ["python", "-m", module] if module else ["python", argv[0]]
+    flags_given = [arg for arg in argv[1:] if arg.lstrip("-").split("=")[0]
+                   not in ("resume", "noresume")]
+    return shlex.join(head + flags_given + ["--resume"])
+
+
 def run_main(main):
-    """Wrap an absl main: user errors print one line to stderr and exit with status 2."""
+    """Wrap an absl main: user errors print one line to stderr and exit with status 2; a run
+    stopped by SIGINT/SIGTERM (`jaxrnn.interrupt.Interrupted`) prints what was saved and how to
+    resume, and exits with 130/143."""
+    from jaxrnn.interrupt import Interrupted
+
     def wrapped(argv):
         if len(argv) > 1:
             print(f"error: unexpected arguments {argv[1:]}; flags look like --name=value",
@@ -141,6 +167,11 @@ def run_main(main):
             sys.exit(2)
         try:
             return main(argv)
+        except Interrupted as stop:
+            print(f"interrupted: {stop}", file=sys.stderr)
+            if stop.resumable:
+                print(f"resume with: {resume_command()}", file=sys.stderr)
+            sys.exit(stop.exit_code)
         except JaxrnnError as error:
             print(f"error: {error}", file=sys.stderr)
             sys.exit(2)

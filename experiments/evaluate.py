@@ -9,6 +9,8 @@ from absl import flags
 from experiments import common
 
 flags.DEFINE_string("checkpoint", "runs/default/checkpoint", "checkpoint folder (or its JSON)")
+flags.DEFINE_enum("which", "latest", ["latest", "best"], "which checkpoint of the folder: the "
+                  "latest saved, or the best by validation loss")
 flags.DEFINE_enum("split", "test", ["train", "val", "test"], "which split to evaluate")
 flags.DEFINE_string("data", None, "evaluate on this corpus instead of the checkpoint's")
 FLAGS = flags.FLAGS
@@ -17,7 +19,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     from jaxrnn import data, loop, train
     from jaxrnn.errors import CheckpointError
-    params, config, vocab, metadata = loop.load_model(FLAGS.checkpoint)
+    params, config, vocab, metadata = loop.load_model(FLAGS.checkpoint, FLAGS.which)
     corpus = data.load_corpus(FLAGS.data or config.data, config.split)
     if corpus.vocab != vocab:
         raise CheckpointError(f"the corpus {corpus.text_path} has a different vocabulary from the "

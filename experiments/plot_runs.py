@@ -7,7 +7,7 @@ and against wall seconds.
 """
 import pathlib
 
-from absl import app, flags
+from absl import flags
 
 from experiments import common
 from jaxrnn.errors import ConfigError
@@ -35,4 +35,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(common.run_main(main))
+    common.run(main)

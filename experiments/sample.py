@@ -6,6 +6,8 @@ from absl import flags
 from experiments import common
 
 flags.DEFINE_string("checkpoint", "runs/default/checkpoint", "checkpoint folder (or its JSON)")
+flags.DEFINE_enum("which", "latest", ["latest", "best"], "which checkpoint of the folder: the "
+                  "latest saved, or the best by validation loss")
 flags.DEFINE_string("prime", "", "text fed through the network before sampling; empty starts "
                     "from a newline")
 flags.DEFINE_integer("length", 500, "characters to generate after the prime")
@@ -23,7 +25,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     import jax
     from jaxrnn import loop, sample, train
-    params, config, vocab, _ = loop.load_model(FLAGS.checkpoint)
+    params, config, vocab, _ = loop.load_model(FLAGS.checkpoint, FLAGS.which)
     texts = sample.sample_text(
         params, arch=config.arch, **train.cell_options(config), vocab=vocab, key=jax.random.key(FLAGS.seed), prime=FLAGS.prime, length=FLAGS.length,
         num_samples=FLAGS.num_samples, temperature=FLAGS.temperature, top_k=FLAGS.top_k,

@@ -10,7 +10,7 @@ interrupted one resumes with the groups it has not finished.
 import shlex
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from experiments import common
 
@@ -30,6 +30,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     from jaxrnn import report, studies
     from jaxrnn.errors import ConfigError
+    from jaxrnn.interrupt import Interrupted
     try:
         seeds = [int(seed) for seed in FLAGS.seeds]
     except ValueError:
@@ -49,8 +50,13 @@ def main(argv):
     def redraw(study, results):
         report.write_report(study, results, output_dir, command)
 
-    study, results = studies.run_study(FLAGS.study, FLAGS.budget, output_dir, seeds=seeds,
-                                       overrides=overrides, after_group=redraw)
+    try:
+        study, results = studies.run_study(FLAGS.study, FLAGS.budget, output_dir, seeds=seeds,
+                                           overrides=overrides, after_group=redraw)
+    except Interrupted as stop:
+        raise Interrupted(stop.signum, f"{stop}; the study keeps every group it finished: run "
+                          f"the same command again to resume with the others",
+                          resumable=False) from None
     print(report.write_report(study, results, output_dir, command))
     with open(f"{output_dir}/command.txt", "w", encoding="utf-8") as handle:
         handle.write(command + "\n")
@@ -60,4 +66,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flag_as_required("study")
-    app.run(common.run_main(main))
+    common.run(main)

@@ -20,6 +20,16 @@ npz; an interrupted save at worst leaves an unnamed npz behind, which the next s
 Loading reads the JSON, then the npz it names. Checkpoints of format version 1 (a fixed
 ``checkpoint.npz``) still load.
 
+Several checkpoints share one folder as several commit records naming their npz files:
+``checkpoint.json`` is always the latest; a save given a ``step`` also commits ``step-<step>.json``
+(the ``keep`` most recent of those are kept) and, with ``best=True``, ``best.json``. All records of
+one save are written to fsynced temp files first and renamed after the npz, ``checkpoint.json``
+last; only then are the step records beyond ``keep`` deleted, then every npz that no remaining
+record names, then the temp files of saves that were killed midway. Identical arrays give one npz,
+so ``best.json`` and ``checkpoint.json`` of the same step share it. `load_checkpoint` and
+`read_metadata` take ``which="latest"`` (``checkpoint.json``) or ``"best"`` (``best.json``), or
+the path of any record.
+
 Restoring takes an optional template pytree (``like``; arrays or `jax.ShapeDtypeStruct` leaves, e.g.
 from `jax.eval_shape`) and rebuilds that exact structure, checking every leaf's presence and shape.
 Leaves come back as NumPy arrays with their saved dtype (bfloat16 included); the caller places
@@ -33,6 +43,7 @@ import os
 import pathlib
 import re
 import tempfile
+import time
 import zipfile
 from typing import Any, Dict, Tuple
 
@@ -47,6 +58,11 @@ FORMAT_NAME = "jaxrnn-checkpoint"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 META_FILE = "checkpoint.json"
+BEST_FILE = "best.json"
+RECORDS = {"latest": META_FILE, "best": BEST_FILE}  # what --which names
+_STEP_RE = re.compile(r"step-([0-9]+)\.json")
+_TEMP_RE = re.compile(r"(arrays-[0-9a-f]{16}\.npz|checkpoint\.json|best\.json|step-[0-9]+\.json)"
+                      r"\.tmp\w+")
 LEGACY_ARRAYS_FILE = "checkpoint.npz"  # the fixed npz name of format version 1
 _ARRAYS_RE = re.compile(r"arrays-[0-9a-f]{16}\.npz")
 _REDO = "re-train or pick another --checkpoint"
@@ -108,8 +124,21 @@ def _write_temp(directory: pathlib.Path, final_name: str, payload: bytes) -> str
     return tmp
 
 
-def save_checkpoint(directory: os.PathLike, *, state_pytree: Any, metadata: Dict[str, Any]
-                    ) -> pathlib.Path:
+def step_file_name(step: int) -> str:
+    """The commit record of the checkpoint of ``step`` (kept besides ``checkpoint.json``)."""
+    return f"step-{step:09d}.json"
+
+
+def _pause():
+    """Test hook for the kill tests: sleep ``$JAXRNN_TEST_SLOW_SAVE`` seconds between the steps
+    of a save, so that a kill can land inside one."""
+    seconds = float(os.environ.get("JAXRNN_TEST_SLOW_SAVE") or 0)
+    if seconds > 0:
+        time.sleep(seconds)
+
+
+def save_checkpoint(directory: os.PathLike, *, state_pytree: Any, metadata: Dict[str, Any],
+                    step: int = None, keep: int = 1, best: bool = False) -> pathlib.Path:
     """Saves a pytree and its metadata atomically to ``directory/checkpoint.{npz,json}``.
 
     Args:
@@ -118,6 +147,11 @@ def save_checkpoint(directory: os.PathLike, *, state_pytree: Any, metadata: Dict
         and Python scalars: dicts, lists, tuples, NamedTuples such as optax states. Arrays must be
         fully addressable from this process.
       metadata: JSON-serialisable dict (NumPy/JAX scalars are converted with ``.item()``).
+      step: when given, also commit ``step-<step>.json``; after the commit, keep the ``keep``
+        most recent step records and delete the others, and those of later steps (left by an
+        earlier run in the same folder).
+      keep: how many step records to keep (>= 1).
+      best: also commit ``best.json`` (the caller decides what is best).
 
     Returns:
       The checkpoint directory.
@@ -143,29 +177,67 @@ def save_checkpoint(directory: os.PathLike, *, state_pytree: Any, metadata: Dict
         "metadata": metadata_json,
     }
     json_bytes = (json.dumps(record, indent=1) + "\n").encode("utf-8")
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    record_names = ([step_file_name(step)] if step is not None else []) \
+        + ([BEST_FILE] if best else []) + [META_FILE]      # checkpoint.json last: the commit
     directory.mkdir(parents=True, exist_ok=True)
     temps = []
     try:
         temps.append(_write_temp(directory, npz_name, npz_bytes))
-        temps.append(_write_temp(directory, META_FILE, json_bytes))
+        for name in record_names:
+            temps.append(_write_temp(directory, name, json_bytes))
+        _pause()
         # Never the npz the current JSON names, unless it holds these very bytes.
         os.replace(temps[0], directory / npz_name)
         files.fsync_dir(directory)  # the npz entry is durable before the JSON that names it
-        os.replace(temps[1], directory / META_FILE)  # the commit point
+        for tmp, name in zip(temps[1:], record_names):
+            _pause()
+            os.replace(tmp, directory / name)  # checkpoint.json's rename is the commit point
         files.fsync_dir(directory)
     finally:
         for tmp in temps:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+    _pause()
+    if step is not None:
+        _remove_old_steps(directory, step, keep)
     _remove_stale_arrays(directory, keep=npz_name)
     return directory
 
 
-def _remove_stale_arrays(directory: pathlib.Path, keep: str) -> None:
-    """Deletes the npz files of earlier saves (versioned or legacy) except `keep`; best effort."""
-    for entry in os.listdir(directory):
-        if entry != keep and (entry == LEGACY_ARRAYS_FILE or _ARRAYS_RE.fullmatch(entry)):
+def _remove_old_steps(directory: pathlib.Path, step: int, keep: int) -> None:
+    """Deletes step records beyond the ``keep`` most recent up to ``step``, and any of later
+    steps; best effort."""
+    steps = sorted(int(match.group(1)) for match in map(_STEP_RE.fullmatch, os.listdir(directory))
+                   if match)
+    kept = [old for old in steps if old <= step][-keep:]
+    for old in steps:
+        if old not in kept:
             try:
+                os.unlink(directory / step_file_name(old))
+            except OSError:
+                pass
+
+
+def _remove_stale_arrays(directory: pathlib.Path, keep: str) -> None:
+    """Deletes the npz files (versioned or legacy) that no commit record names, except `keep`,
+    and temp files of interrupted saves; best effort. An unreadable record stops the npz
+    deletion (its npz might be the one it names)."""
+    named = {keep}
+    for entry in os.listdir(directory):
+        if entry in (META_FILE, BEST_FILE) or _STEP_RE.fullmatch(entry):
+            try:
+                record = json.loads((directory / entry).read_text(encoding="utf-8"))
+                named.add(record.get("npz_file", LEGACY_ARRAYS_FILE))
+            except (OSError, ValueError, AttributeError):
+                named = None
+                break
+    for entry in os.listdir(directory):
+        ours = entry == LEGACY_ARRAYS_FILE or _ARRAYS_RE.fullmatch(entry)
+        if (ours and named is not None and entry not in named) or _TEMP_RE.fullmatch(entry):
+            try:
+                _pause()
                 os.unlink(directory / entry)
             except OSError:
                 pass  # the new checkpoint is committed; a leftover file is harmless
@@ -175,19 +247,34 @@ def _remove_stale_arrays(directory: pathlib.Path, keep: str) -> None:
 # Loading.
 
 
-def _checkpoint_dir(path: os.PathLike) -> pathlib.Path:
-    """Accepts the directory or a path to its checkpoint.json or to a .npz file inside it."""
+def _locate(path: os.PathLike, which: str = "latest") -> Tuple[pathlib.Path, str]:
+    """``(folder, record name)``: ``path`` is the folder (the record is ``which``'s), the path
+    of a record (``checkpoint.json``, ``best.json``, ``step-*.json``), or of a .npz in it."""
+    if which not in RECORDS:
+        raise CheckpointError(f"unknown checkpoint {which!r}; choose one of "
+                              f"{', '.join(RECORDS)}")
     path = pathlib.Path(path).expanduser()
-    if (path.name == META_FILE or path.suffix == ".npz") and not path.is_dir():
-        return path.parent
-    return path
+    if path.suffix in (".json", ".npz") and not path.is_dir():
+        if path.suffix == ".json" and which != "latest":
+            raise CheckpointError(f"{path} names one checkpoint record; pass its folder to "
+                                  f"choose {which!r}, or drop the choice")
+        return path.parent, path.name if path.suffix == ".json" else RECORDS[which]
+    return path, RECORDS[which]
 
 
-def _read_record(directory: pathlib.Path) -> dict:
-    """Parses and sanity-checks ``checkpoint.json``."""
-    meta_path = directory / META_FILE
+def _checkpoint_dir(path: os.PathLike) -> pathlib.Path:
+    """Accepts the directory or a path to a record or a .npz file inside it."""
+    return _locate(path)[0]
+
+
+def _read_record(directory: pathlib.Path, name: str = META_FILE) -> dict:
+    """Parses and sanity-checks the commit record ``name`` (default ``checkpoint.json``)."""
+    meta_path = directory / name
     if not meta_path.is_file():
-        raise CheckpointError(f"no checkpoint at {directory} ({META_FILE} is missing); train one "
+        if name == BEST_FILE:
+            raise CheckpointError(f"no best checkpoint at {directory} ({BEST_FILE} is missing; it "
+                                  f"is written at evaluations); choose the latest instead")
+        raise CheckpointError(f"no checkpoint at {directory} ({name} is missing); train one "
                               f"first or pass a different --checkpoint")
     try:
         record = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -212,9 +299,9 @@ def _read_record(directory: pathlib.Path) -> dict:
     return record
 
 
-def read_metadata(directory: os.PathLike) -> Dict[str, Any]:
+def read_metadata(directory: os.PathLike, which: str = "latest") -> Dict[str, Any]:
     """The caller's metadata dict of a checkpoint, from its JSON only (the npz is not read)."""
-    return _read_record(_checkpoint_dir(directory))["metadata"]
+    return _read_record(*_locate(directory, which))["metadata"]
 
 
 def _read_arrays(directory: pathlib.Path, record: dict) -> Dict[str, np.ndarray]:
@@ -271,12 +358,13 @@ def _restore_leaf(key: str, template, array: np.ndarray, leaf_record: dict):
     return restored
 
 
-def load_checkpoint(directory: os.PathLike, like: Any = None) -> Tuple[Any, Dict[str, Any]]:
+def load_checkpoint(directory: os.PathLike, like: Any = None, which: str = "latest"
+                    ) -> Tuple[Any, Dict[str, Any]]:
     """Loads and verifies a checkpoint written by `save_checkpoint`.
 
     Args:
-      directory: the checkpoint folder, or the path of its checkpoint.json or of a .npz in it;
-        the arrays are always those that checkpoint.json names.
+      directory: the checkpoint folder, or the path of one of its records or of a .npz in it;
+        the arrays are always those that the record names.
       like: optional template pytree with the structure that was saved (leaves: arrays,
         `jax.ShapeDtypeStruct`s, typed PRNG keys or Python scalars). Only shapes are compared.
 
@@ -288,15 +376,17 @@ def load_checkpoint(directory: os.PathLike, like: Any = None) -> Tuple[Any, Dict
     Raises:
       CheckpointError: missing, truncated or corrupted files, or a leaf of `like` that is missing
         from the checkpoint, has a different shape, or a checkpoint leaf absent from `like`.
+      which: "latest" (``checkpoint.json``) or "best" (``best.json``), when ``directory`` is the
+        folder.
     """
-    directory = _checkpoint_dir(directory)
-    record = _read_record(directory)
+    directory, name = _locate(directory, which)
+    record = _read_record(directory, name)
     try:
         arrays = _read_arrays(directory, record)
     except FileNotFoundError as err:
         # A save in another process may have committed a new JSON and deleted the npz that the
         # JSON read above names: if checkpoint.json has moved on since, read the new pair once.
-        newer = _read_record(directory)
+        newer = _read_record(directory, name)
         if newer["npz_file"] == record["npz_file"]:
             raise CheckpointError(f"cannot read {directory / record['npz_file']} "
                                   f"({err.strerror or err}); {_REDO}") from None

@@ -62,6 +62,11 @@ class Config:
     log_every: int = 100
     output_dir: str = "runs/default"
     resume: bool = False
+    # fault tolerance (jaxrnn.interrupt, jaxrnn.checkpoint)
+    checkpoint_every_seconds: float = 600.0  # also save after the chunk passing this; 0: never
+    keep: int = 1                       # step checkpoints kept (besides the best)
+    skip_nonfinite: bool = False        # skip updates whose loss or gradient is not finite
+    max_consecutive_nonfinite: int = 10  # ... and stop after this many in a row
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -131,6 +136,12 @@ def validate(config: Config) -> Config:
         value = getattr(config, name)
         _require(isinstance(value, int) and value > 0,
                  f"--{name} must be a positive integer, got {value!r}")
+    for name in ("keep", "max_consecutive_nonfinite"):
+        _require(isinstance(getattr(config, name), int) and getattr(config, name) > 0,
+                 f"--{name} must be a positive integer, got {getattr(config, name)!r}")
+    _require(math.isfinite(config.checkpoint_every_seconds) and config.checkpoint_every_seconds
+             >= 0, "--checkpoint_every_seconds must be >= 0 (0: only at evaluations), got "
+             f"{config.checkpoint_every_seconds}")
     _require(config.warmup_steps >= 0, f"--warmup_steps must be >= 0, got {config.warmup_steps}")
     for name in ("learning_rate", "clip_norm", "sample_temperature"):
         value = getattr(config, name)

@@ -13,9 +13,10 @@ import time
 import jax
 import numpy as np
 
-from jaxrnn import checkpoint, config as config_lib, data, parallel, sample, train as train_lib
+from jaxrnn import checkpoint, config as config_lib, data, interrupt, parallel, sample
+from jaxrnn import train as train_lib
 from jaxrnn import validate
-from jaxrnn.errors import CheckpointError, ConfigError
+from jaxrnn.errors import CheckpointError, ConfigError, TrainingDivergedError
 
 CHECKPOINT_SUBDIR = "checkpoint"
 SPIKE_NATS = 0.5   # a step whose loss exceeds the previous step's by more is a loss spike
@@ -29,7 +30,10 @@ def _finite_or_none(value):
 
 
 def _append_jsonl(path, record):
-    """One JSON line; a non-finite number (a diverged run's loss) is written as null."""
+    """One JSON line; a non-finite number (a diverged run's loss) is written as null. Only
+    process 0 writes (one copy of the records in a multi-process run)."""
+    if jax.process_index() != 0:
+        return
     record = _finite_or_none(record)
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record, allow_nan=False) + "\n")
@@ -70,18 +74,19 @@ def _resume(config, vocab, directory):
         raise validate.resume_hint(error) from None
 
 
-def _load_train_state(config, vocab_size, directory):
+def _load_train_state(config, vocab_size, directory, which="latest"):
     """The `TrainState` saved in ``directory``, rebuilt in the structure ``config`` implies."""
     template = jax.eval_shape(lambda: train_lib.init_train_state(config, vocab_size))
-    train_state, _ = checkpoint.load_checkpoint(directory, like=template)
+    train_state, _ = checkpoint.load_checkpoint(directory, like=template, which=which)
     return jax.device_put(train_state)
 
 
-def load_model(directory):
-    """``(params, config, vocab, metadata)`` from a checkpoint, for evaluation and sampling."""
-    metadata = validate.run_metadata(checkpoint.read_metadata(directory), directory)
+def load_model(directory, which="latest"):
+    """``(params, config, vocab, metadata)`` from a checkpoint, for evaluation and sampling;
+    ``which``: "latest" or "best" (by validation loss) of the folder ``directory``."""
+    metadata = validate.run_metadata(checkpoint.read_metadata(directory, which), directory)
     config = config_lib.from_dict(metadata["config"])
-    train_state = _load_train_state(config, len(metadata["vocab"]), directory)
+    train_state = _load_train_state(config, len(metadata["vocab"]), directory, which)
     return train_state.params, config, metadata["vocab"], metadata
 
 
@@ -102,6 +107,43 @@ def _chunk_length(config, step):
     next evaluation (every ``eval_every`` steps) or at ``num_steps``."""
     boundary = min(config.num_steps, (step // config.eval_every + 1) * config.eval_every)
     return min(config.steps_per_call, boundary - step)
+
+
+def _save(config, vocab, directory, train_state, best_val_loss, best=False):
+    """Checkpoint ``train_state`` (every process must call this; process 0 writes) as the latest,
+    a step record kept per ``config.keep``, and with ``best`` as the best; returns the time."""
+    host_state = parallel.gather_to_host(train_state)
+    if jax.process_index() == 0:
+        checkpoint.save_checkpoint(directory, state_pytree=host_state, step=int(host_state.step),
+                                   keep=config.keep, best=best, metadata=checkpoint_metadata(
+                                       config, vocab, host_state, best_val_loss))
+    return time.perf_counter()
+
+
+def _check_chunk(config, metrics, step, consecutive, checkpoint_dir, vocab_size):
+    """Raise `TrainingDivergedError` when a chunk diverged (`jaxrnn.validate.check_losses`: a
+    non-finite loss, or a mean above the divergence limit); with ``skip_nonfinite`` the skipped
+    steps are left out of that check and counted instead, and ``max_consecutive_nonfinite``
+    skipped steps in a row raise. Returns the count of skipped steps in a row at the chunk's end,
+    from ``consecutive`` at its start."""
+    kept = (checkpoint_dir / checkpoint.META_FILE).exists()
+    if not config.skip_nonfinite:
+        validate.check_losses(metrics["loss"], step + 1, vocab_size, checkpoint_dir, kept=kept)
+        return 0
+    skipped = metrics["skipped"].astype(bool)
+    for index, skip in enumerate(skipped):
+        consecutive = consecutive + 1 if skip else 0
+        if consecutive >= config.max_consecutive_nonfinite:
+            where = (f"the last good checkpoint is kept in {checkpoint_dir}" if kept
+                     else "no checkpoint was saved yet")
+            raise TrainingDivergedError(
+                f"{consecutive} steps in a row up to step {step + index + 1} had a non-finite "
+                f"loss or gradient and were skipped; {where}; lower --learning_rate or "
+                "--clip_norm")
+    if (~skipped).any():
+        validate.check_losses(metrics["loss"][~skipped], step + 1, vocab_size, checkpoint_dir,
+                              kept=kept)
+    return consecutive
 
 
 def _compile(jitted, *args):
@@ -140,7 +182,16 @@ def train(config, *, log=print, stop_at_step=None, overwrite=False):
     folder (without ``config.resume`` it must not hold another run, unless ``overwrite``;
     `jaxrnn.validate.prepare_output_dir`). A chunk of steps whose loss is not finite or above
     `jaxrnn.validate.divergence_limit` raises `TrainingDivergedError` before anything is saved.
+
+    Checkpoints are saved at each evaluation and every ``checkpoint_every_seconds`` (at the end of
+    a chunk). A first SIGINT/SIGTERM lets the running chunk finish, saves a checkpoint at that
+    step and raises `jaxrnn.interrupt.Interrupted`; a second one ends the process at once.
     """
+    with interrupt.deferred_signals() as received:
+        return _train(config, log, stop_at_step, received, overwrite)
+
+
+def _train(config, log, stop_at_step, received, overwrite):
     corpus = data.load_corpus(config.data, config.split)
     streams = data.make_streams(corpus.train, config.batch_size, config.seq_len,
                                 name="training split")
@@ -176,7 +227,7 @@ def train(config, *, log=print, stop_at_step=None, overwrite=False):
         f"{config.batch_size}x{config.seq_len} per epoch, backward={config.backward}")
 
     step, start = int(train_state.step), time.perf_counter()
-    train_seconds, steps_timed, pending = 0.0, 0, []
+    train_seconds, steps_timed, pending, last_save, consecutive = 0.0, 0, [], start, 0
     schedule = train_lib.make_schedule(config)
     run_chunk = _chunk_runner(functools.partial(train_lib.make_train_chunk, config, num_windows),
                               log)
@@ -185,13 +236,15 @@ def train(config, *, log=print, stop_at_step=None, overwrite=False):
         new_state, metrics, seconds = run_chunk(length, train_state, streams)
         train_seconds += seconds
         steps_timed += length
-        validate.check_losses(metrics["loss"], step + 1, len(corpus.vocab), checkpoint_dir,
-                              kept=(checkpoint_dir / checkpoint.META_FILE).exists())
+        consecutive = _check_chunk(config, metrics, step, consecutive, checkpoint_dir,
+                                   len(corpus.vocab))
         train_state, step = new_state, step + length
         pending.append(metrics)
         if step % config.log_every == 0 or step == config.num_steps:
             merged = {name: np.concatenate([m[name] for m in pending]) for name in pending[0]}
             pending = []
+            kept = ~merged["skipped"].astype(bool) if "skipped" in merged else slice(None)
+            merged.update(loss=merged["loss"][kept], grad_norm=merged["grad_norm"][kept])
             chars_per_second = steps_timed * config.batch_size * config.seq_len / train_seconds
             eta = train_seconds / steps_timed * (config.num_steps - step)
             record = {"kind": "train", "step": step, "epoch": int(train_state.epoch),
@@ -201,16 +254,20 @@ def train(config, *, log=print, stop_at_step=None, overwrite=False):
                       "clip_fraction": float(merged["clipped"].mean()),
                       "learning_rate": float(schedule(step)), "chars_per_second": chars_per_second,
                       "elapsed_seconds": time.perf_counter() - start}
+            if config.skip_nonfinite:
+                record["skipped_steps"] = int(merged["skipped"].sum())
             _append_jsonl(metrics_path, record)
             log(f"step {step}/{config.num_steps} epoch {record['epoch']} "
                 f"loss {record['loss']:.4f} |g| {record['grad_norm']:.2f} "
                 f"clipped {100 * record['clip_fraction']:.0f}% lr {record['learning_rate']:.2e} "
                 f"{chars_per_second:,.0f} chars/s elapsed {_format_seconds(record['elapsed_seconds'])}"
-                f" eta {_format_seconds(eta)}")
+                f" eta {_format_seconds(eta)}"
+                + (f" skipped {record['skipped_steps']}" if config.skip_nonfinite else ""))
+        saved = False
         if step % config.eval_every == 0 or step == config.num_steps:
             report = train_lib.loss_report(evaluate(train_state.params, val_streams))
-            best_val_loss = report["loss"] if best_val_loss is None else min(best_val_loss,
-                                                                              report["loss"])
+            improved = best_val_loss is None or report["loss"] < best_val_loss
+            best_val_loss = report["loss"] if improved else best_val_loss
             _append_jsonl(metrics_path, {"kind": "val", "step": step, **report,
                                          "elapsed_seconds": time.perf_counter() - start})
             log(f"  val loss {report['loss']:.4f} nats/char = {report['bpc']:.3f} bpc, "
@@ -222,14 +279,22 @@ def train(config, *, log=print, stop_at_step=None, overwrite=False):
                                       temperature=config.sample_temperature,
                                       **train_lib.cell_options(config))[0]
             log("  sample: " + text.replace("\n", "\n          "))
-            host_state = parallel.gather_to_host(train_state)
-            if jax.process_index() == 0:
-                checkpoint.save_checkpoint(checkpoint_dir, state_pytree=host_state,
-                                           metadata=checkpoint_metadata(
-                                               config, corpus.vocab, host_state, best_val_loss))
+            last_save = _save(config, corpus.vocab, checkpoint_dir, train_state, best_val_loss,
+                              best=improved)
+            saved = True
             if step == stop_at_step:
                 return {"train_state": train_state, "best_val_loss": best_val_loss,
                         "checkpoint": str(checkpoint_dir)}
+        # Every process takes the same decision (a save is collective with several processes).
+        signum, due = parallel.process_max([received[0] if received else 0,
+                                            0 < config.checkpoint_every_seconds
+                                            <= time.perf_counter() - last_save])
+        if (signum or due) and not saved:
+            last_save = _save(config, corpus.vocab, checkpoint_dir, train_state, best_val_loss)
+        if signum:
+            raise interrupt.Interrupted(
+                int(signum), f"stopped by {interrupt.signal_name(signum)} at step {step} of "
+                f"{config.num_steps}; checkpoint saved in {checkpoint_dir}")
 
     test = train_lib.loss_report(evaluate(train_state.params,
                                           eval_streams(config, corpus.test, "test")))
@@ -282,7 +347,16 @@ def sweep(config, seeds, learning_rates=None, clip_norms=None, *, log=print):
     (steps whose loss jumped by more than SPIKE_NATS), seconds (the sweep's wall time, shared by
     all runs), chars_per_second (the sweep's, summed over runs)) and the final stacked
     `TrainState` s (leading axis: the runs, in the order of ``results``).
+
+    A first SIGINT/SIGTERM lets the running chunk finish and raises
+    `jaxrnn.interrupt.Interrupted` (not resumable: there are no checkpoints; a study resumes
+    from its finished groups).
     """
+    with interrupt.deferred_signals() as received:
+        return _sweep(config, seeds, learning_rates, clip_norms, log, received)
+
+
+def _sweep(config, seeds, learning_rates, clip_norms, log, received):
     if config.data_parallel:
         raise ConfigError("--data_parallel is not supported by the sweep; drop it (the runs of a "
                           "sweep share the devices as one vmapped program)")
@@ -382,6 +456,11 @@ def sweep(config, seeds, learning_rates=None, clip_norms=None, *, log=print):
                                              "learning_rate": rate,
                                              "clip_norm": _json_number(clip), **report})
             log(f"  val loss over runs {np.nanmin(val):.4f}..{np.nanmax(val):.4f} nats/char")
+        if received:
+            raise interrupt.Interrupted(
+                received[0], f"sweep stopped by {interrupt.signal_name(received[0])} at step "
+                f"{step} of {config.num_steps}; a sweep keeps no checkpoints (its records so far "
+                f"are in {records_path}): run it again to start over", resumable=False)
 
     test = np.asarray(evaluate(train_states.params, eval_streams(config, corpus.test, "test")))
     seconds = time.perf_counter() - start

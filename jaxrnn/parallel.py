@@ -18,7 +18,10 @@ Usage (single host, several devices)::
 Multi-host: call `initialize_distributed` first in every process (``python -m experiments.train
 --data_parallel --coordinator_address=host:port --num_processes=N --process_id=i``); every process
 loads the same corpus and builds the same initial state from the seed, and process 0 writes the
-checkpoints (`gather_to_host`). That path has not been run: this project's machine is one host.
+checkpoints (`gather_to_host`) and metrics. Decisions the host loop takes from a process's own
+clock or signals (a time-based checkpoint, an interrupt) are first agreed on with
+`process_max`, so that every process runs the same collectives. Tested with two processes on
+one host over CPU collectives (gloo, JAX's default): tests/test_multihost.py.
 """
 import jax
 import numpy as np
@@ -56,6 +59,24 @@ def batch_sharded(mesh):
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
 
+def place(tree, sharding):
+    """``tree`` (arrays or typed PRNG keys, the same values in every process) laid out per
+    ``sharding``. One process: `jax.device_put`. Several: `device_put` cannot target another
+    process's devices, so each global array is built from this process's copy of the whole value
+    (`jax.make_array_from_callback` takes the slices its own devices hold)."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def one(leaf):
+        if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+            impl = jax.random.key_impl(leaf)
+            return jax.random.wrap_key_data(one(jax.random.key_data(leaf)), impl=impl)
+        host = np.asarray(jax.device_get(leaf))
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(one, tree)
+
+
 def shard_batch(batch, mesh):
     """``batch: (B, ...)`` (any pytree of such arrays) split over the devices on axis 0; the B
     rows must split evenly."""
@@ -63,7 +84,7 @@ def shard_batch(batch, mesh):
     if batch_size % count:
         raise ConfigError(f"--batch_size={batch_size} does not split over {count} devices; "
                           f"use a multiple of {count} with --data_parallel")
-    return jax.device_put(batch, batch_sharded(mesh))
+    return place(batch, batch_sharded(mesh))
 
 
 def shard_train_state(train_state, mesh):
@@ -71,13 +92,13 @@ def shard_train_state(train_state, mesh):
     (tuple of ``(B, H)`` carries) split over the batch axis."""
     everywhere = replicated(mesh)
     return TrainState(
-        params=jax.device_put(train_state.params, everywhere),
-        opt_state=jax.device_put(train_state.opt_state, everywhere),
+        params=place(train_state.params, everywhere),
+        opt_state=place(train_state.opt_state, everywhere),
         model_state=shard_batch(train_state.model_state, mesh),
-        step=jax.device_put(train_state.step, everywhere),
-        window=jax.device_put(train_state.window, everywhere),
-        epoch=jax.device_put(train_state.epoch, everywhere),
-        key=jax.device_put(train_state.key, everywhere))
+        step=place(train_state.step, everywhere),
+        window=place(train_state.window, everywhere),
+        epoch=place(train_state.epoch, everywhere),
+        key=place(train_state.key, everywhere))
 
 
 def gather_to_host(train_state):
@@ -85,9 +106,17 @@ def gather_to_host(train_state):
 
     One process: unchanged (every shard is addressable). Several: the carried state, the only
     part split over hosts, is all-gathered (every process must call this); process 0 writes.
-    Not run here: this project's machine has one host.
     """
     if jax.process_count() == 1:
         return train_state
     return train_state._replace(
         model_state=multihost_utils.process_allgather(train_state.model_state, tiled=True))
+
+
+def process_max(values):
+    """``values: (K,)`` small integers -> their element-wise maximum over all processes (every
+    process must call this); the values themselves in a one-process run."""
+    values = np.asarray(values, np.int32)
+    if jax.process_count() == 1:
+        return values
+    return np.asarray(multihost_utils.process_allgather(values)).reshape(-1, values.size).max(0)

@@ -210,6 +210,15 @@ def make_train_step(config, num_windows):
         next_window = (window + 1) % windows_per_epoch
         epoch = epoch + (next_window == 0).astype(jnp.int32)
         metrics = {"loss": loss, "grad_norm": grad_norm, "clipped": clipped.astype(loss.dtype)}
+        if config.skip_nonfinite:
+            # A non-finite loss or gradient changes neither parameters nor optimiser state; the
+            # step's streams restart from zeros (their carried state may be what overflowed).
+            ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+            params, opt_state = jax.tree.map(lambda new, old: jnp.where(ok, new, old),
+                                             (params, opt_state),
+                                             (train_state.params, train_state.opt_state))
+            final_state = jax.tree.map(lambda carry: jnp.where(ok, carry, 0), final_state)
+            metrics["skipped"] = (~ok).astype(loss.dtype)
         new_state = TrainState(params, opt_state, jax.lax.stop_gradient(final_state), step + 1,
                                next_window, epoch, root_key)
         return new_state, metrics

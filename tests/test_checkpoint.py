@@ -325,8 +325,8 @@ def test_load_rereads_json_after_concurrent_save(tmp_path, monkeypatch):
     real_read_record = checkpoint._read_record
     calls = []
 
-    def racing_read_record(directory):
-        record = real_read_record(directory)
+    def racing_read_record(directory, *name):
+        record = real_read_record(directory, *name)
         if not calls:  # another process saves right after this load read the JSON
             checkpoint.save_checkpoint(tmp_path, state_pytree=second, metadata={"step": 2})
         calls.append(record["npz_file"])
