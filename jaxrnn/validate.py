@@ -68,7 +68,8 @@ def ids(name, values, ndim, vocab_size=None):
         raise ConfigError(f"{name} has {what} (shape {_shape(values)}); pass at least one "
                           "stream of at least one character")
     if vocab_size is not None and _is_concrete(values):
-        low, high = int(np.min(values)), int(np.max(values))
+        host = np.asarray(values)   # on the host: inside a trace, jnp reductions would be staged
+        low, high = int(host.min()), int(host.max())
         if low < 0 or high >= vocab_size:
             raise ConfigError(f"{name} holds id {low if low < 0 else high} outside [0, "
                               f"{vocab_size}) (the model's vocabulary); encode the text with "

@@ -149,7 +149,7 @@ def test_recurrent_initialisers(arch):
     ({"arch": "rnn", "activation": "swish"}, "unknown activation"),
     ({"arch": "lstm", "activation": "relu"}, "arch=rnn only"),
     ({"arch": "rnn", "recurrent_init": "zeros"}, "unknown recurrent_init"),
-    ({"arch": "gru", "hidden_size": 0}, "hidden_size must be a positive integer"),
+    ({"arch": "gru", "hidden_size": 0}, "hidden_size must be an integer >= 1"),
 ])
 def test_bad_options_raise_config_error(kwargs, message):
     arguments = {"vocab_size": 7, "hidden_size": 8, **kwargs}
