@@ -233,7 +233,7 @@ def main(argv):
               "checkpoint": str(FLAGS.checkpoint), "step": metadata["step"],
               "model": {"arch": config.arch, **train.cell_options(config),
                         "hidden_size": config.hidden_size, "num_layers": config.num_layers},
-              "data": str(corpus.text_path), "test_loss": test["loss"], "test_bpc": test["bpc"],
+              "data": FLAGS.data or config.data, "test_loss": test["loss"], "test_bpc": test["bpc"],
               "num_samples": FLAGS.num_samples, "length": FLAGS.length, "prime": FLAGS.prime,
               "seed": FLAGS.seed, "index_seconds": index_seconds, "settings": rows,
               "reference": reference}
