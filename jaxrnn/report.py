@@ -247,8 +247,8 @@ def plot_heatmaps(study, results, output_dir, path, part="grid"):
     panels = aggregate(rows, ("arch", "hidden_size"))
     if not panels:
         return
-    figure, axes = _figure(columns=len(panels), width=3.2, height=3.2)
-    for axis, ((arch, hidden), group) in zip(axes, panels):
+    figure, axes = _figure(columns=len(panels), width=2.6, height=3.0)
+    for index, (axis, ((arch, hidden), group)) in enumerate(zip(axes, panels)):
         rates = sorted({row["learning_rate"] for row in group})
         clips = sorted({row["clip_norm"] for row in group})
         grid = np.full((len(rates), len(clips)), np.nan)
@@ -263,9 +263,11 @@ def plot_heatmaps(study, results, output_dir, path, part="grid"):
         axis.set_xticks(range(len(clips)), [f"{clip:g}" for clip in clips])
         axis.set_yticks(range(len(rates)), [f"{rate:g}" for rate in rates])
         axis.set_xlabel("clip")
-        axis.set_ylabel("learning rate")
+        if index == 0:
+            axis.set_ylabel("learning rate")
         axis.set_title(f"{arch} H={hidden}: test nats/char", fontsize=8)
-    figure.colorbar(image, ax=axes, shrink=0.7)
+    figure.subplots_adjust(left=0.05, right=0.92, bottom=0.18, top=0.88, wspace=0.3)
+    figure.colorbar(image, ax=axes, shrink=0.7, pad=0.02)
     figure.savefig(path, dpi=110)
 
 
