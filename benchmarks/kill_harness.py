@@ -1,6 +1,6 @@
 """Kill tests: SIGKILL a training run at random instants, check its checkpoints each time.
 
-``python -m benchmarks.kill_harness --kills=200 [--seed=0] [--slow_save=0.02] [--json=out.json]``
+``python -m benchmarks.kill_harness --kills=200 [--kill_seed=0] [--slow_save=0.02] [--json=out.json]``
 
 Trains a tiny LSTM on a made-up text in a subprocess (``python -m experiments.train``, saving on
 the clock every 0.5 s and at each evaluation, ``--keep=2``), with ``JAXRNN_TEST_SLOW_SAVE`` set
@@ -211,24 +211,28 @@ def _run_kills(kills, seed, slow_save, work, log, processes):
     return summary
 
 
-flags.DEFINE_integer("kills", 200, "SIGKILLs to send")
-flags.DEFINE_integer("seed", 0, "seed of the random kill instants")
-flags.DEFINE_float("slow_save", 0.02, "seconds each save pauses between its steps "
-                   "(JAXRNN_TEST_SLOW_SAVE), so that kills land inside saves")
-flags.DEFINE_string("json", None, "also write the summary to this JSON file")
+def define_flags():
+    """The launcher's flags, defined only when it runs as a program: importing the module (as
+    tests/test_interrupt.py does) must not claim flag names that the launchers define."""
+    flags.DEFINE_integer("kills", 200, "SIGKILLs to send")
+    flags.DEFINE_integer("kill_seed", 0, "seed of the random kill instants")
+    flags.DEFINE_float("slow_save", 0.02, "seconds each save pauses between its steps "
+                       "(JAXRNN_TEST_SLOW_SAVE), so that kills land inside saves")
+    flags.DEFINE_string("json", None, "also write the summary to this JSON file")
 
 
 def main(argv):
-    summary = run_kills(flags.FLAGS.kills, seed=flags.FLAGS.seed,
+    summary = run_kills(flags.FLAGS.kills, seed=flags.FLAGS.kill_seed,
                         slow_save=flags.FLAGS.slow_save)
     print(json.dumps(summary, indent=1))
     if flags.FLAGS.json:
         from benchmarks import sysinfo
         sysinfo.write_json(flags.FLAGS.json, benchmark="kill_harness",
                            config={"run_flags": RUN_FLAGS, "slow_save": flags.FLAGS.slow_save,
-                                   "seed": flags.FLAGS.seed}, results=summary)
+                                   "kill_seed": flags.FLAGS.kill_seed}, results=summary)
     sys.exit(1 if summary["failures"] else 0)
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
