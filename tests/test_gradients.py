@@ -8,6 +8,7 @@ reported per argument (pytree path) so that a failure names the gradient that is
 import ast
 import inspect
 import re
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -200,8 +201,9 @@ def test_manual_unroll_really_is_used(monkeypatch):
     assert "custom_vjp_call" not in forward_jaxprs["autodiff"]
 
     calls = []
-    original = unroll.stack_backward
-    monkeypatch.setattr(unroll, "stack_backward",
+    unroll_module = sys.modules["jaxrnn.unroll"]    # `jaxrnn.unroll` is the function
+    original = unroll_module.stack_backward
+    monkeypatch.setattr(unroll_module, "stack_backward",
                         lambda *args: calls.append(1) or original(*args))
     jax.make_jaxpr(jax.grad(objective("autodiff"), (0, 1)))(layers, xs)
     assert not calls
