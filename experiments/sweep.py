@@ -21,14 +21,17 @@ flags.DEFINE_list("clip_norms", [], "clip thresholds of the runs (inf: no clippi
 FLAGS = flags.FLAGS
 
 
-def _parse(values, kind, name):
+def _parse(values, kind, name, allow_inf=False):
     try:
         parsed = [kind(value) for value in values]
     except ValueError:
         raise ConfigError(f"--{name} must be a comma-separated list of {kind.__name__}s, got "
                           f"{','.join(values)!r}") from None
-    if kind is float and not all(0 < value < float("inf") for value in parsed):
-        raise ConfigError(f"--{name} must all be > 0 and finite, got {','.join(values)}")
+    if kind is float and not all(0 < value < float("inf") or (allow_inf and value == float("inf"))
+                                 for value in parsed):
+        raise ConfigError(f"--{name} must all be > 0" + (" (inf: no clipping)" if allow_inf
+                                                          else " and finite")
+                          + f", got {','.join(values)}")
     if len(set(parsed)) != len(parsed):
         raise ConfigError(f"--{name} lists a value twice: {','.join(values)}")
     return parsed
@@ -40,13 +43,14 @@ def main(argv):
     from jaxrnn import loop
     results, _ = loop.sweep(config, _parse(FLAGS.seeds, int, "seeds"),
                             _parse(FLAGS.learning_rates, float, "learning_rates"),
-                            _parse(FLAGS.clip_norms, float, "clip_norms"))
+                            _parse(FLAGS.clip_norms, float, "clip_norms", allow_inf=True))
     print("| learning rate | clip | seed | train loss | val nats/char | val bpc | test nats/char "
           "| test bpc | clipped |\n|---|---|---|---|---|---|---|---|---|")
     for run in results:
         note = "" if run["diverged_at_step"] is None else \
             f" (diverged at step {run['diverged_at_step']})"
-        print(f"| {run['learning_rate']:g} | {run['clip_norm']} | {run['seed']} | "
+        clip = "none" if run["clip_norm"] is None else f"{run['clip_norm']:g}"
+        print(f"| {run['learning_rate']:g} | {clip} | {run['seed']} | "
               f"{_cell(run['train_loss'])} | {_cell(run['val']['loss'])} | "
               f"{_cell(run['val']['bpc'], 3)} | {_cell(run['test']['loss'])} | "
               f"{_cell(run['test']['bpc'], 3)}{note} | {100 * run['clip_fraction']:.0f}% |")

@@ -181,14 +181,16 @@ def test_sweep_runs_the_grid_and_rejects_bad_lists(corpus, tmp_path):
              "--seq_len=16", "--num_steps=4", "--steps_per_call=2", "--eval_every=2",
              "--log_every=2", f"--output_dir={tmp_path / 'sweep'}"]
     swept = _run_here("experiments.sweep", *flags, "--seeds=0,1",
-                      "--learning_rates=1e-3,1e-2")
+                      "--learning_rates=1e-3,1e-2", "--clip_norms=5,inf")
     assert swept.returncode == 0, swept.stderr
     rows = [line for line in swept.stdout.splitlines() if line.startswith("| 0.0")]
-    assert [row.split("|")[1:3] for row in rows] == [
-        [" 0.001 ", " 0 "], [" 0.001 ", " 1 "], [" 0.01 ", " 0 "], [" 0.01 ", " 1 "]]
+    assert [row.split("|")[1:4] for row in rows] == [                  # lr, clip, seed
+        [f" {rate} ", f" {clip} ", f" {seed} "] for rate in ("0.001", "0.01")
+        for clip in ("5", "none") for seed in (0, 1)]
     records = (tmp_path / "sweep" / "sweep.jsonl").read_text().splitlines()
-    assert sum('"kind": "final"' in record for record in records) == 4
+    assert sum('"kind": "final"' in record for record in records) == 8
     for flag, fragment in (("--seeds=a,b", "--seeds must be a comma-separated list of ints"),
                            ("--seeds=1,1", "--seeds lists a value twice"),
-                           ("--learning_rates=0.1,-1", "--learning_rates must all be > 0")):
+                           ("--learning_rates=0.1,-1", "--learning_rates must all be > 0 and finite"),
+                           ("--clip_norms=1,0", "--clip_norms must all be > 0 (inf: no clipping)")):
         _assert_one_line_error(_run_here("experiments.sweep", *flags, flag), fragment)

@@ -1,17 +1,19 @@
 """Text-quality metrics on hand-made texts whose values are known exactly, the suffix-array
 matching statistics against brute force, and the sampling-study launcher end to end."""
+import contextlib
+import importlib
 import json
 import math
 import os
 import pathlib
 import random
+import sys
 
 import numpy as np
 import pytest
 from absl import flags
 
 from experiments import common
-from experiments import text_quality as launcher
 from jaxrnn import checkpoint, config as config_lib, data, loop, text_quality, train
 
 TRAIN = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
@@ -145,30 +147,42 @@ def tiny_checkpoint(tmp_path_factory):
     return str(directory)
 
 
+@contextlib.contextmanager
+def launcher_module():
+    """experiments.text_quality imported for one test: its absl flags are defined on entry and
+    removed on exit, so that other launchers run in this process (tests/test_launchers.py) can
+    define flags of the same names (--data, --checkpoint, --seed)."""
+    defined_before = set(flags.FLAGS)
+    sys.modules.pop("experiments.text_quality", None)
+    module = importlib.import_module("experiments.text_quality")
+    try:
+        yield module
+    finally:
+        flags.FLAGS.unparse_flags()
+        for name in set(flags.FLAGS) - defined_before:
+            delattr(flags.FLAGS, name)
+        sys.modules.pop("experiments.text_quality", None)
+
+
 def run_launcher(capsys, *argv):
     """``python -m experiments.text_quality ARGV``, in this process: (exit status, stdout,
     stderr)."""
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["text_quality", *argv])
-    try:
-        common.run_main(launcher.main)(["text_quality"])
-        status = 0
-    except SystemExit as exit_:
-        status = exit_.code
-    finally:
-        flags.FLAGS.unparse_flags()
+    with launcher_module() as launcher:
+        flags.FLAGS(["text_quality", *argv])
+        try:
+            common.run_main(launcher.main)(["text_quality"])
+            status = 0
+        except SystemExit as exit_:
+            status = exit_.code
     captured = capsys.readouterr()
     return status, captured.out, captured.err
 
 
 def test_the_grid_is_every_temperature_top_p_and_top_k():
-    flags.FLAGS.unparse_flags()
-    flags.FLAGS(["text_quality", "--temperatures=0.5,1.5", "--top_ps=0.9,1", "--top_ks=0,3"])
-    try:
+    with launcher_module() as launcher:
+        flags.FLAGS(["text_quality", "--temperatures=0.5,1.5", "--top_ps=0.9,1", "--top_ks=0,3"])
         grid = [(row["temperature"], row["top_p"], row["top_k"])
                 for row in launcher.settings_from_flags()]
-    finally:
-        flags.FLAGS.unparse_flags()
     assert grid == [(t, p, k) for k in (0, 3) for p in (0.9, 1.0) for t in (0.5, 1.5)]
 
 
