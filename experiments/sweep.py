@@ -29,9 +29,8 @@ def _parse(values, kind, name, allow_inf=False):
                           f"{','.join(values)!r}") from None
     if kind is float and not all(0 < value < float("inf") or (allow_inf and value == float("inf"))
                                  for value in parsed):
-        raise ConfigError(f"--{name} must all be > 0" + (" (inf: no clipping)" if allow_inf
-                                                          else " and finite")
-                          + f", got {','.join(values)}")
+        rule = "must all be > 0 (inf: no clipping)" if allow_inf else "must all be > 0 and finite"
+        raise ConfigError(f"--{name} {rule}, got {','.join(values)}")
     if len(set(parsed)) != len(parsed):
         raise ConfigError(f"--{name} lists a value twice: {','.join(values)}")
     return parsed
