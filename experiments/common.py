@@ -108,6 +108,17 @@ def config_from_flags():
     return config_lib.make_config(values.preset, **overrides)
 
 
+def write_output(path, payload, flag):
+    """Write ``payload`` (bytes) to ``path`` atomically (`jaxrnn.files.write_atomically`); an
+    OS error is one ConfigError naming ``flag``."""
+    from jaxrnn import files
+    try:
+        files.write_atomically(path, payload)
+    except OSError as error:
+        raise ConfigError(f"could not write {flag}={path} ({error.strerror or error}); name a "
+                          "writable file") from None
+
+
 def enable_dtype(dtype):
     """float64 needs JAX's x64 mode, switched on for the whole process by the launcher."""
     if dtype == "float64":

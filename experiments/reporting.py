@@ -11,7 +11,8 @@ import os
 
 import numpy as np
 
-from jaxrnn import checkpoint, files, gradient_flow, loop
+from experiments import common
+from jaxrnn import checkpoint, gradient_flow, loop
 from jaxrnn import config as config_lib
 from jaxrnn.cells import ACTIVATIONS, ARCHS, RECURRENT_INITS
 from jaxrnn.errors import CheckpointError, ConfigError
@@ -26,17 +27,11 @@ def check_output_path(path, flag):
         raise ConfigError(f"{flag}={path} is a folder; name a file in it")
 
 
-def _write(path, payload, flag):
-    try:
-        files.write_atomically(path, payload)
-    except OSError as error:
-        raise ConfigError(f"could not write {flag}={path} ({error.strerror or error}); name a "
-                          "writable file") from None
-
 
 def write_json(path, record, flag="--json"):
     """``record`` as JSON at ``path``, atomically (strict JSON: no NaN)."""
-    _write(path, json.dumps(record, indent=1, allow_nan=False).encode("utf-8"), flag)
+    common.write_output(path, json.dumps(record, indent=1, allow_nan=False).encode("utf-8"),
+                        flag)
 
 
 def _finite_or_none(values):
@@ -200,4 +195,4 @@ def save_plot(path, results, *, title=""):
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    _write(path, _render(figure, image_format, path), "--plot")
+    common.write_output(path, _render(figure, image_format, path), "--plot")

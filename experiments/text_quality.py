@@ -21,7 +21,7 @@ import jax
 from absl import app, flags
 
 from experiments import common
-from jaxrnn import checkpoint, data, files, loop, sample, text_quality, train
+from jaxrnn import checkpoint, data, loop, sample, text_quality, train
 from jaxrnn.errors import CheckpointError, ConfigError
 
 flags.DEFINE_string("checkpoint", "runs/default/checkpoint", "checkpoint folder (or its JSON)")
@@ -96,13 +96,6 @@ def check_output(path, flag, suffixes=None):
         raise ConfigError(f"{flag}={path}: name the file with one of the suffixes "
                           + ", ".join("." + name for name in sorted(suffixes)))
 
-
-def write_output(path, payload, flag):
-    try:
-        files.write_atomically(path, payload)
-    except OSError as error:
-        raise ConfigError(f"could not write {flag}={path} ({error.strerror or error}); name a "
-                          "writable file") from None
 
 
 def setting_label(setting):
@@ -238,11 +231,11 @@ def main(argv):
               "seed": FLAGS.seed, "index_seconds": index_seconds, "settings": rows,
               "reference": reference}
     if FLAGS.json:
-        write_output(FLAGS.json, json.dumps(record, indent=1, allow_nan=False).encode("utf-8"),
-                     "--json")
+        common.write_output(FLAGS.json,
+                            json.dumps(record, indent=1, allow_nan=False).encode("utf-8"), "--json")
         print(f"json: {FLAGS.json}")
     if FLAGS.plot:
-        write_output(FLAGS.plot, render_plot(record, FLAGS.plot), "--plot")
+        common.write_output(FLAGS.plot, render_plot(record, FLAGS.plot), "--plot")
         print(f"plot: {FLAGS.plot}")
 
 
