@@ -15,7 +15,8 @@ from absl import flags
 from experiments import common
 
 flags.DEFINE_enum("study", None, ["architectures", "activations", "seq_len", "hyperparams",
-                                  "clipping", "schedules"], "which study to run")
+                                  "clipping", "schedules", "capacity"],
+                  "which study to run")
 flags.DEFINE_enum("budget", "quick", ["quick", "full"],
                   "quick: tiny models, under 2 minutes; full: the report's sizes")
 flags.DEFINE_string("output_dir", None, "folder for the study's results (default "

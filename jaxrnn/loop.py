@@ -20,6 +20,7 @@ from jaxrnn.errors import CheckpointError, ConfigError, TrainingDivergedError
 
 CHECKPOINT_SUBDIR = "checkpoint"
 SPIKE_NATS = 0.5   # a step whose loss exceeds the previous step's by more is a loss spike
+TIMED_CHUNKS = 3     # chunks timed by seconds_per_step (a VM's step time varies by ~20%)
 DIVERGED_NATS = 1.0  # a sweep run ending this far above the uniform model's ln V has diverged
 
 
@@ -169,6 +170,28 @@ def _chunk_runner(make_chunk, log, what=""):
         return state, metrics, time.perf_counter() - tick
 
     return run
+
+
+def seconds_per_step(config, num_runs=1, *, log=print):
+    """Wall seconds of one training step of ``num_runs`` vmapped runs of ``config`` on this
+    machine: TIMED_CHUNKS ``steps_per_call``-step chunks timed after a first call
+    (compilation excluded). Used to
+    turn a wall-time budget into a number of steps (`jaxrnn.studies`, the ``long`` preset)."""
+    corpus = data.load_corpus(config.data, config.split)
+    streams = jax.device_put(data.make_streams(corpus.train, config.batch_size, config.seq_len,
+                                               name="training split"))
+    states = train_lib.init_train_states(config, len(corpus.vocab), list(range(num_runs)))
+    hparams = train_lib.run_hparams(config, [config.learning_rate] * num_runs,
+                                    [config.clip_norm] * num_runs)
+    run_chunk = _chunk_runner(functools.partial(train_lib.make_multi_seed_chunk, config,
+                                                data.num_windows(streams, config.seq_len)),
+                              log, " (timing)")
+    states, _, _ = run_chunk(config.steps_per_call, states, streams, hparams)
+    seconds = 0.0
+    for _ in range(TIMED_CHUNKS):
+        states, _, chunk_seconds = run_chunk(config.steps_per_call, states, streams, hparams)
+        seconds += chunk_seconds
+    return seconds / (TIMED_CHUNKS * config.steps_per_call)
 
 
 def train(config, *, log=print, stop_at_step=None, overwrite=False):

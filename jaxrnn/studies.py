@@ -32,6 +32,7 @@ from jaxrnn.errors import ConfigError
 BUDGETS = ("quick", "full")
 REACH_WINDOW, REACH_STREAMS = 200, 16   # characters and streams of the gradient-reach window
 RESULT_FILE = "result.json"
+STEPS_FILE = "steps.json"   # a wall-time group's fitted steps (`_fitted`)
 INF = float("inf")
 
 
@@ -46,6 +47,9 @@ class Group(NamedTuple):
         (``--seeds``).
     same_as: the name of an earlier group of the study with the identical program, whose runs
         this group reports under its own labels instead of training them again.
+    wall_seconds: a wall-time budget for the group's training steps: its number of steps is
+        set from the step time measured on this machine (`fit_to_wall_time`), unless the caller
+        overrides ``num_steps``.
     """
 
     name: str
@@ -55,6 +59,7 @@ class Group(NamedTuple):
     clip_norms: Tuple[float, ...] = (5.0,)
     seeds: Optional[Tuple[int, ...]] = None
     same_as: Optional[str] = None
+    wall_seconds: Optional[float] = None
 
 
 class Study(NamedTuple):
@@ -249,8 +254,34 @@ def _schedules(budget, vocab_size):
                  ("schedule", "warmup_steps"), plots=("curves",))
 
 
+# The capacity study's grid (hidden size, layers, dropout) and its wall-time budget per model.
+_CAPACITY = {
+    "quick": dict(grid=((16, 1, 0.0), (32, 1, 0.0), (16, 2, 0.25)), seconds=4.0),
+    "full": dict(grid=((384, 1, 0.25), (512, 1, 0.25), (512, 1, 0.0), (384, 2, 0.25),
+                       (512, 2, 0.25)), seconds=360.0),
+}
+
+
+def _capacity(budget, vocab_size):
+    groups = []
+    for hidden, layers, dropout in _CAPACITY[budget]["grid"]:
+        groups.append(Group(f"H{hidden}-L{layers}-dropout{dropout:g}",
+                            {"hidden_size": hidden, "num_layers": layers, "dropout": dropout},
+                            {"arch": "lstm", "hidden_size": hidden, "num_layers": layers,
+                             "dropout": dropout}, (3e-3,), seeds=(0,),
+                            wall_seconds=_CAPACITY[budget]["seconds"]))
+    # The main job's data pipeline and optimiser (`jaxrnn.config.Config` defaults), so that its
+    # model (H=384, one layer, dropout 0.25) is one of the rows.
+    base = _base(budget, batch_size=64, eval_batch_size=1, warmup_steps=50)
+    return Study("Which LSTM (hidden size x layers x dropout) learns most in a fixed wall-time "
+                 f"budget of {_CAPACITY[budget]['seconds']:g} s of training steps on this machine?",
+                 base, tuple(groups), ("hidden_size", "num_layers", "dropout", "steps"),
+                 plots=("curves", "curves_wall"), samples=True)
+
+
 STUDIES = {"architectures": _architectures, "activations": _activations, "seq_len": _seq_len,
-           "hyperparams": _hyperparams, "clipping": _clipping, "schedules": _schedules}
+           "hyperparams": _hyperparams, "clipping": _clipping, "schedules": _schedules,
+           "capacity": _capacity}
 
 
 def make_study(name, budget, vocab_size):
@@ -268,6 +299,41 @@ def group_config(study, group, output_dir, overrides=None):
     values = {**study.base, **group.overrides, **(overrides or {}),
               "output_dir": str(pathlib.Path(output_dir) / group.name)}
     return config_lib.make_config(**values)
+
+
+def fit_to_wall_time(config, seconds, num_runs=1, *, log=print):
+    """``config`` with as many steps (a multiple of ``steps_per_call``) as fit ``seconds`` of
+    training on this machine, at the step time `jaxrnn.loop.seconds_per_step` measures; two
+    evaluations (half-way and at the end)."""
+    step_seconds = loop.seconds_per_step(config, num_runs, log=log)
+    chunk = config.steps_per_call
+    steps = max(chunk, int(seconds / step_seconds) // chunk * chunk)
+    log(f"  {step_seconds * 1e3:.1f} ms per step measured: {steps} steps fit {seconds:g} s")
+    return dataclasses.replace(config, num_steps=steps, eval_every=max(1, steps // 2),
+                               log_every=max(1, min(config.log_every, steps // 8)),
+                               warmup_steps=min(config.warmup_steps, steps // 4))
+
+
+def _fitted(study, group, config, seeds, overrides, log):
+    """A wall-time group's config with its number of steps fitted (`fit_to_wall_time`). Every
+    group is timed before any trains (so the timings are taken on an otherwise idle machine,
+    one after the other), and the fitted steps are kept in ``<group>/steps.json``: a resumed
+    study trains exactly what it planned."""
+    if group.wall_seconds is None or "num_steps" in (overrides or {}):
+        return config
+    path = pathlib.Path(config.output_dir) / STEPS_FILE
+    if path.exists():
+        fitted = json.loads(path.read_text())
+    else:
+        runs = (len(seeds) if group.seeds is None else len(group.seeds)) \
+            * len(group.learning_rates) * len(group.clip_norms)
+        log(f"timing {group.name} for its {group.wall_seconds:g}-second budget")
+        fitted = {field: getattr(fit_to_wall_time(config, group.wall_seconds, runs, log=log),
+                                 field)
+                  for field in ("num_steps", "eval_every", "log_every", "warmup_steps")}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_json(path, fitted)
+    return dataclasses.replace(config, **fitted)
 
 
 def _write_json(path, value):
@@ -350,6 +416,8 @@ def run(study, output_dir, *, seeds=(0, 1, 2), overrides=None, log=print, after_
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     configs = [group_config(study, group, output_dir, overrides) for group in study.groups]
+    configs = [_fitted(study, group, config, seeds, overrides, log)
+               for group, config in zip(study.groups, configs)]
     results = []
     for index, (group, config) in enumerate(zip(study.groups, configs)):
         done = pathlib.Path(config.output_dir) / RESULT_FILE

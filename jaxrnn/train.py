@@ -258,6 +258,11 @@ def make_multi_seed_chunk(config, num_windows, length):
                             train_state, None, length=length)
 
     def chunk(train_states, streams, hparams=None):
+        if jax.tree.leaves(train_states)[0].shape[0] == 1:     # one run: no batched GEMMs
+            first = functools.partial(jax.tree.map, lambda leaf: leaf[0])
+            state, metrics = one_run(first(train_states), streams,
+                                     None if hparams is None else first(hparams))
+            return jax.tree.map(lambda leaf: leaf[None], (state, metrics))
         return jax.vmap(one_run, in_axes=(0, None, None if hparams is None else 0))(
             train_states, streams, hparams)
 
