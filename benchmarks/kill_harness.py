@@ -63,8 +63,8 @@ def _wait_compiled(process, log_path):
 
 
 def _final_params(folder):
-    from jaxrnn import loop
-    params, _, _, metadata = loop.load_model(folder)
+    from jaxrnn import runstate
+    params, _, _, metadata = runstate.load_model(folder)
     return [np.asarray(leaf) for leaf in jax.tree.leaves(params)], metadata["step"]
 
 
@@ -87,13 +87,13 @@ def _inside_save(folder):
 
 def _check_records(folder):
     """Load every commit record of ``folder``; returns the latest's step (None: no checkpoint)."""
-    from jaxrnn import checkpoint, loop
+    from jaxrnn import checkpoint, runstate
     if not (folder / checkpoint.META_FILE).exists():
         return None
     for name in sorted(os.listdir(folder)):
         if name.endswith(".json"):
             checkpoint.load_checkpoint(folder / name)          # checksum, leaves
-    loop.load_model(folder)                                    # the full train state
+    runstate.load_model(folder)                                    # the full train state
     return checkpoint.read_metadata(folder)["step"]
 
 

@@ -147,7 +147,6 @@ def _flax_step(arch, cfg):
     import flax
     import flax.linen as nn
     import jax
-    import jax.numpy as jnp
     import optax
 
     cell_class = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell, "rnn": nn.SimpleCell}[arch]

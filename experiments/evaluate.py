@@ -17,9 +17,9 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    from jaxrnn import data, loop, train
+    from jaxrnn import data, loop, runstate, train
     from jaxrnn.errors import CheckpointError
-    params, config, vocab, metadata = loop.load_model(FLAGS.checkpoint, FLAGS.which)
+    params, config, vocab, metadata = runstate.load_model(FLAGS.checkpoint, FLAGS.which)
     corpus = data.load_corpus(FLAGS.data or config.data, config.split)
     if corpus.vocab != vocab:
         raise CheckpointError(f"the corpus {corpus.text_path} has a different vocabulary from the "

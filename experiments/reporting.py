@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from experiments import common
-from jaxrnn import checkpoint, gradient_flow, loop
+from jaxrnn import checkpoint, gradient_flow, runstate
 from jaxrnn import config as config_lib
 from jaxrnn.cells import ACTIVATIONS, ARCHS, RECURRENT_INITS
 from jaxrnn.errors import CheckpointError, ConfigError
@@ -139,7 +139,7 @@ def checkpoint_dtype(folder):
 def load_trained_model(folder, vocab):
     """The `jaxrnn.gradient_flow.Model` of a checkpoint, which must have been trained on a text
     with ``vocab``."""
-    params, config, checkpoint_vocab, metadata = loop.load_model(folder)
+    params, config, checkpoint_vocab, metadata = runstate.load_model(folder)
     if checkpoint_vocab != vocab:
         raise CheckpointError(f"checkpoint {folder} was trained on a text with a different "
                               "vocabulary; pass the corpus it was trained on with --data")

@@ -24,8 +24,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     import jax
-    from jaxrnn import loop, sample, train
-    params, config, vocab, _ = loop.load_model(FLAGS.checkpoint, FLAGS.which)
+    from jaxrnn import runstate, sample, train
+    params, config, vocab, _ = runstate.load_model(FLAGS.checkpoint, FLAGS.which)
     texts = sample.sample_text(
         params, arch=config.arch, **train.cell_options(config), vocab=vocab, key=jax.random.key(FLAGS.seed), prime=FLAGS.prime, length=FLAGS.length,
         num_samples=FLAGS.num_samples, temperature=FLAGS.temperature, top_k=FLAGS.top_k,

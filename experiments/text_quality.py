@@ -21,7 +21,7 @@ import jax
 from absl import app, flags
 
 from experiments import common
-from jaxrnn import checkpoint, data, loop, sample, text_quality, train
+from jaxrnn import checkpoint, data, loop, runstate, sample, text_quality, train
 from jaxrnn.errors import CheckpointError, ConfigError
 
 flags.DEFINE_string("checkpoint", "runs/default/checkpoint", "checkpoint folder (or its JSON)")
@@ -184,7 +184,7 @@ def main(argv):
     if FLAGS.plot:
         check_output(FLAGS.plot, "--plot", plot_suffixes())
     common.enable_dtype(checkpoint.read_metadata(FLAGS.checkpoint)["config"].get("dtype"))
-    params, config, vocab, metadata = loop.load_model(FLAGS.checkpoint)
+    params, config, vocab, metadata = runstate.load_model(FLAGS.checkpoint)
     corpus = data.load_corpus(FLAGS.data or config.data, config.split)
     if corpus.vocab != vocab:
         raise CheckpointError(f"the corpus {corpus.text_path} has a different vocabulary from the "

@@ -32,7 +32,8 @@ from jaxrnn import train
 from jaxrnn.cells import get_cell, project_inputs
 from jaxrnn.errors import ConfigError
 from jaxrnn.matmuls import matmul
-from jaxrnn.model import hidden_size_of, init_params, init_state, output_log_probs
+from jaxrnn.model import (hidden_size_of, init_params, output_log_probs, softmax_cotangent,
+                          token_nll, zero_state_for)
 from jaxrnn.unroll import BACKWARDS, stack_forward
 
 RELATIVE_FLOOR = 1e-3   # `reach`: the first distance where |g| < RELATIVE_FLOOR * |g| at d = 0
@@ -63,9 +64,8 @@ def last_step_cotangent(params, last_hidden, last_targets, matmul_dtype=None):
     Args: last_hidden: (B, H) top layer's ``h_T``; last_targets: (B,) int32.
     Returns: (B, H).
     """
-    log_probs = output_log_probs(params, last_hidden, matmul_dtype)
-    d_logits = (jnp.exp(log_probs)
-                - jax.nn.one_hot(last_targets, log_probs.shape[-1], dtype=log_probs.dtype))
+    d_logits = softmax_cotangent(output_log_probs(params, last_hidden, matmul_dtype),
+                                 last_targets)
     return matmul(d_logits, params["W_hy"].T, matmul_dtype)
 
 
@@ -102,7 +102,7 @@ def _autodiff_projection_gradients(cell, params, inputs, targets, state):
                 lambda carry, xproj_t, p=layer_params: cell.forward_step(p, carry, xproj_t),
                 carry0, xproj)
         log_probs = output_log_probs(params, x[-1], cell.matmul_dtype)
-        return -jnp.take_along_axis(log_probs, targets[-1][:, None], axis=-1).sum()
+        return token_nll(log_probs, targets[-1]).sum()
 
     seq_len, batch_size = inputs.shape[:2]
     width = cell.num_gates * hidden_size_of(params)
@@ -128,8 +128,7 @@ def projection_gradients(params, inputs, targets, *, arch, activation=None, back
         raise ConfigError(f"a window of {inputs.shape[0]} step(s) has no earlier step to reach; "
                           "use --seq_len of 2 or more")
     cell = get_cell(arch, activation, matmul_dtype)
-    state = init_state(arch, inputs.shape[1], hidden_size_of(params), len(params["layers"]),
-                       params["W_hy"].dtype)
+    state = zero_state_for(params, arch, inputs.shape[1])
     compute_gradients = (_manual_projection_gradients if backward == "manual"
                          else _autodiff_projection_gradients)
     return compute_gradients(cell, params, inputs, targets, state)

@@ -7,16 +7,15 @@ appends metrics to ``<output_dir>/metrics.jsonl`` and keeps ``<output_dir>/check
 import functools
 import json
 import os
-import pathlib
 import time
 
 import jax
 import numpy as np
 
-from jaxrnn import checkpoint, config as config_lib, data, interrupt, parallel, sample
+from jaxrnn import checkpoint, data, interrupt, parallel, runstate, sample
 from jaxrnn import train as train_lib
 from jaxrnn import validate
-from jaxrnn.errors import CheckpointError, ConfigError, TrainingDivergedError
+from jaxrnn.errors import ConfigError, TrainingDivergedError
 
 CHECKPOINT_SUBDIR = "checkpoint"
 SPIKE_NATS = 0.5   # a step whose loss exceeds the previous step's by more is a loss spike
@@ -45,52 +44,6 @@ def _format_seconds(seconds):
     return f"{minutes}m{seconds:02d}s"
 
 
-def checkpoint_metadata(config, vocab, train_state, best_val_loss, extra=None):
-    return {"config": config.to_dict(), "vocab": vocab, "step": int(train_state.step),
-            "epoch": int(train_state.epoch), "window": int(train_state.window),
-            "best_val_loss": best_val_loss, **(extra or {})}
-
-
-def _resume(config, vocab, directory):
-    """Load the training state of ``directory``, refusing a checkpoint that does not match."""
-    try:
-        metadata = validate.run_metadata(checkpoint.read_metadata(directory), directory)
-        saved = metadata["config"]
-        checkpoint.check_compatible(saved, {name: getattr(config, name)
-                                            for name in config_lib.MODEL_FIELDS})
-    except CheckpointError as error:
-        raise validate.resume_hint(error) from None
-    validate.resume_config(saved, config)
-    if metadata["vocab"] != vocab:
-        raise CheckpointError(f"checkpoint {directory} was trained on a different vocabulary "
-                              f"({len(metadata['vocab'])} symbols, this corpus has {len(vocab)}); "
-                              "resume with the same --data or start a new --output_dir")
-    if saved["batch_size"] != config.batch_size or saved["seq_len"] != config.seq_len:
-        raise CheckpointError("checkpoint used --batch_size/--seq_len "
-                              f"{saved['batch_size']}/{saved['seq_len']}; resume with the same "
-                              "values so the data position stays valid")
-    try:
-        return _load_train_state(config, len(vocab), directory), metadata
-    except CheckpointError as error:
-        raise validate.resume_hint(error) from None
-
-
-def _load_train_state(config, vocab_size, directory, which="latest"):
-    """The `TrainState` saved in ``directory``, rebuilt in the structure ``config`` implies."""
-    template = jax.eval_shape(lambda: train_lib.init_train_state(config, vocab_size))
-    train_state, _ = checkpoint.load_checkpoint(directory, like=template, which=which)
-    return jax.device_put(train_state)
-
-
-def load_model(directory, which="latest"):
-    """``(params, config, vocab, metadata)`` from a checkpoint, for evaluation and sampling;
-    ``which``: "latest" or "best" (by validation loss) of the folder ``directory``."""
-    metadata = validate.run_metadata(checkpoint.read_metadata(directory, which), directory)
-    config = config_lib.from_dict(metadata["config"])
-    train_state = _load_train_state(config, len(metadata["vocab"]), directory, which)
-    return train_state.params, config, metadata["vocab"], metadata
-
-
 def eval_streams(config, ids, name):
     """``(B', W*T+1)`` streams of a held-out split: ``eval_batch_size`` streams, fewer when the
     split is too short to give each stream one window."""
@@ -116,7 +69,7 @@ def _save(config, vocab, directory, train_state, best_val_loss, best=False):
     host_state = parallel.gather_to_host(train_state)
     if jax.process_index() == 0:
         checkpoint.save_checkpoint(directory, state_pytree=host_state, step=int(host_state.step),
-                                   keep=config.keep, best=best, metadata=checkpoint_metadata(
+                                   keep=config.keep, best=best, metadata=runstate.checkpoint_metadata(
                                        config, vocab, host_state, best_val_loss))
     return time.perf_counter()
 
@@ -229,7 +182,7 @@ def _train(config, log, stop_at_step, received, overwrite):
     metrics_path = output_dir / "metrics.jsonl"
     best_val_loss = None
     if config.resume:
-        train_state, metadata = _resume(config, corpus.vocab, checkpoint_dir)
+        train_state, metadata = runstate.resume(config, corpus.vocab, checkpoint_dir)
         best_val_loss = metadata.get("best_val_loss")
         log(f"resumed from {checkpoint_dir} at step {int(train_state.step)}")
     else:

@@ -66,6 +66,13 @@ def hidden_size_of(params):
     return params["W_hy"].shape[0]
 
 
+def zero_state_for(params, arch, batch_size):
+    """The zero state (tuple of L carries of shape (B, H)) that fits ``params``: their hidden
+    size, depth and dtype; the default wherever a caller passes no state."""
+    return init_state(arch, batch_size, hidden_size_of(params), len(params["layers"]),
+                      params["W_hy"].dtype)
+
+
 def make_dropout_masks(key, rate, num_layers, shape, dtype):
     """Inverted-dropout multipliers ``(L, T, B, H)``: 0 with prob. ``rate``, else ``1/(1-rate)``.
 
@@ -90,9 +97,21 @@ def output_log_probs(params, outputs, matmul_dtype=None):
                               axis=-1)
 
 
-def _mean_nll(log_probs, targets):
+def token_nll(log_probs, targets):
+    """log_probs: (..., V); targets: (...) int -> negative log-likelihood of each target, (...)."""
+    return -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]
+
+
+def mean_nll(log_probs, targets):
     """log_probs: (T, B, V); targets: (T, B) int -> mean negative log-likelihood (nats/char)."""
-    return -jnp.take_along_axis(log_probs, targets[..., None], axis=-1).mean()
+    return token_nll(log_probs, targets).mean()
+
+
+def softmax_cotangent(log_probs, targets):
+    """d(-log p[target]) / d logits = ``softmax(y) - onehot(target)``; log_probs: (..., V),
+    targets: (...) int -> (..., V)."""
+    return jnp.exp(log_probs) - jax.nn.one_hot(targets, log_probs.shape[-1],
+                                               dtype=log_probs.dtype)
 
 
 def _head_backward(params, outputs, log_probs, targets, d_loss, matmul_dtype=None):
@@ -105,10 +124,7 @@ def _head_backward(params, outputs, log_probs, targets, d_loss, matmul_dtype=Non
 
     Returns: ``({"W_hy", "b_y"} grads, d_outputs (T, B, H))``.
     """
-    num_rows = targets.size
-    vocab_size = log_probs.shape[-1]
-    onehot = jax.nn.one_hot(targets, vocab_size, dtype=log_probs.dtype)
-    d_logits = (jnp.exp(log_probs) - onehot) * (d_loss / num_rows)
+    d_logits = softmax_cotangent(log_probs, targets) * (d_loss / targets.size)
     grads = {"W_hy": sum_outer(outputs, d_logits, matmul_dtype),
              "b_y": d_logits.sum(axis=(0, 1))}
     return grads, matmul(d_logits, params["W_hy"].T, matmul_dtype)
@@ -129,7 +145,7 @@ def _manual_loss_fwd(arch, activation, matmul_dtype, params, inputs, targets, st
     cell = get_cell(arch, activation, matmul_dtype)
     outputs, final_state, residuals = stack_forward(cell, params["layers"], inputs, state, masks)
     log_probs = output_log_probs(params, outputs, matmul_dtype)
-    loss = _mean_nll(log_probs, targets)
+    loss = mean_nll(log_probs, targets)
     return (loss, final_state), (params, targets, masks, outputs, log_probs, residuals)
 
 
@@ -151,7 +167,7 @@ _manual_loss.defvjp(_manual_loss_fwd, _manual_loss_bwd)
 
 def _autodiff_loss(cell, params, inputs, targets, state, masks):
     outputs, final_state = reference_unroll(cell, params["layers"], inputs, state, masks)
-    return _mean_nll(output_log_probs(params, outputs, cell.matmul_dtype), targets), final_state
+    return mean_nll(output_log_probs(params, outputs, cell.matmul_dtype), targets), final_state
 
 
 def loss_fn(params, inputs, targets, state=None, *, arch, backward="manual", dropout=0.0,
@@ -205,7 +221,7 @@ def _checked_inputs(params, arch, inputs, state, targets=None, ndim=2):
             raise ConfigError(f"targets have shape {tuple(targets.shape)} but inputs "
                               f"{tuple(inputs.shape)}; pass windows of the same (B, T)")
     if state is None:
-        state = init_state(arch, inputs.shape[0], hidden_size, num_layers, dtype)
+        state = zero_state_for(params, arch, inputs.shape[0])
     return inputs, targets, validate.state(state, arch, num_layers, inputs.shape[0], hidden_size,
                                            dtype)
 

@@ -34,7 +34,7 @@ from jaxrnn import validate
 from jaxrnn.cells import get_cell
 from jaxrnn.data import decode, encode
 from jaxrnn.errors import ConfigError
-from jaxrnn.model import hidden_size_of, init_state, model_step
+from jaxrnn.model import model_step, zero_state_for
 
 # Tolerance of the top-p comparison in units of the dtype's epsilon: a prefix of the sorted
 # distribution whose probability falls short of ``top_p`` by less than this counts as reaching it,
@@ -203,8 +203,7 @@ def _cached_sampler(arch, activation, matmul_dtype, length, num_samples, tempera
                               f"{prime_ids.shape}; pass at least one priming character")
         dtype = params["W_hy"].dtype
         vocab_size = params["W_hy"].shape[1]
-        state = init_state(arch, num_samples, hidden_size_of(params), len(params["layers"]),
-                           dtype)
+        state = zero_state_for(params, arch, num_samples)
         prime = jnp.broadcast_to(prime_ids[:, None], (prime_ids.shape[0], num_samples))  # (P, S)
 
         def prime_step(carry, ids):                 # ids: (S,)

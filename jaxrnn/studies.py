@@ -19,13 +19,12 @@ import dataclasses
 import json
 import math
 import pathlib
-import time
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import jax
 import numpy as np
 
-from jaxrnn import checkpoint, config as config_lib, data, files, loop, model, sample
+from jaxrnn import checkpoint, config as config_lib, data, files, loop, model, runstate, sample
 from jaxrnn import train as train_lib
 from jaxrnn.errors import ConfigError
 
@@ -328,8 +327,8 @@ def _fitted(study, group, config, seeds, overrides, log):
         runs = (len(seeds) if group.seeds is None else len(group.seeds)) \
             * len(group.learning_rates) * len(group.clip_norms)
         log(f"timing {group.name} for its {group.wall_seconds:g}-second budget")
-        fitted = {field: getattr(fit_to_wall_time(config, group.wall_seconds, runs, log=log),
-                                 field)
+        timed = fit_to_wall_time(config, group.wall_seconds, runs, log=log)
+        fitted = {field: getattr(timed, field)
                   for field in ("num_steps", "eval_every", "log_every", "warmup_steps")}
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_json(path, fitted)
@@ -358,7 +357,7 @@ def run_group(study, group, config, seeds, *, log=print):
         checkpoint.save_checkpoint(
             pathlib.Path(config.output_dir) / "best" / loop.CHECKPOINT_SUBDIR,
             state_pytree=jax.device_get(state),
-            metadata=loop.checkpoint_metadata(best_config, vocab, state, run["val"]["loss"],
+            metadata=runstate.checkpoint_metadata(best_config, vocab, state, run["val"]["loss"],
                                               extra={"run": run["run"]}))
         if study.samples:
             text = sample.sample_text(state.params, arch=config.arch, vocab=vocab,

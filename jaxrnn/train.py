@@ -280,8 +280,7 @@ def make_evaluate(config):
             inputs, targets = data.get_window_jax(streams, index, config.seq_len)
             log_probs, state = model.forward_log_probs(params, inputs, state, arch=config.arch,
                                                        **cell_options(config))
-            nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1).mean()
-            return state, nll
+            return state, model.mean_nll(log_probs, targets)
 
         _, losses = jax.lax.scan(window_loss, zero_model_state(config, batch_size),
                                  jnp.arange(count))

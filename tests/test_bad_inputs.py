@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import jaxrnn
-from jaxrnn import checkpoint, config as config_lib, loop, sample, train, validate
+from jaxrnn import checkpoint, config as config_lib, loop, runstate, sample, train, validate
 from jaxrnn.errors import CheckpointError, ConfigError, JaxrnnError, TrainingDivergedError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -338,7 +338,7 @@ def test_edited_checkpoint_metadata_is_refused(run, tmp_path, edit, fragment):
     config = _copy(run, tmp_path)
     _edit_metadata(tmp_path / "run", edit)
     before = _snapshot(tmp_path)
-    for load in (lambda: loop.load_model(tmp_path / "run" / "checkpoint"),
+    for load in (lambda: runstate.load_model(tmp_path / "run" / "checkpoint"),
                  lambda: loop.train(_resumed(config), log=_quiet)):
         with pytest.raises(CheckpointError) as caught:
             load()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from experiments import common
-from jaxrnn import checkpoint, config as config_lib, data, loop, train
+from jaxrnn import checkpoint, config as config_lib, data, loop, runstate, train
 from jaxrnn.errors import TrainingDivergedError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -71,7 +71,7 @@ def _wait_for_line(process, fragment, timeout=240):
 
 
 def _params(directory, which="latest"):
-    params, _, _, metadata = loop.load_model(directory, which)
+    params, _, _, metadata = runstate.load_model(directory, which)
     return [np.asarray(leaf) for leaf in jax.tree.leaves(params)], metadata
 
 

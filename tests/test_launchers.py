@@ -108,8 +108,8 @@ def test_train_sample_evaluate_end_to_end(corpus, tmp_path):
     evaluated = _run_here("experiments.evaluate", f"--checkpoint={checkpoint}", "--split=val")
     assert evaluated.returncode == 0 and "bits/char" in evaluated.stdout, evaluated.stderr
     # The printed loss is the checkpoint's mean validation loss (state carried across windows).
-    from jaxrnn import data, loop
-    params, config, _, _ = loop.load_model(checkpoint)
+    from jaxrnn import data, loop, runstate
+    params, config, _, _ = runstate.load_model(checkpoint)
     val = data.load_corpus(config.data, config.split).val
     printed = float(re.search(r"val: loss (\S+) nats/char", evaluated.stdout).group(1))
     assert abs(printed - float(loop.evaluate_split(config, params, val, "val"))) <= 5e-5

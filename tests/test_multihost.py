@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxrnn import checkpoint, loop
+from jaxrnn import checkpoint, runstate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXT = "".join(f"line {i}: to be, or not to be, that is the question.\n" for i in range(120))
@@ -75,7 +75,7 @@ def _finish(processes, timeout=600):
 
 
 def _params(folder):
-    params = loop.load_model(folder)[0]
+    params = runstate.load_model(folder)[0]
     return [np.asarray(leaf) for leaf in jax.tree.leaves(params)]
 
 

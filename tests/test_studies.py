@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from jaxrnn import config as config_lib, report, studies
+from jaxrnn import report, studies
 
 
 @pytest.mark.parametrize("name", sorted(studies.STUDIES))

@@ -14,7 +14,7 @@ import pytest
 from absl import flags
 
 from experiments import common
-from jaxrnn import checkpoint, config as config_lib, data, loop, text_quality, train
+from jaxrnn import checkpoint, config as config_lib, data, loop, runstate, text_quality, train
 
 TRAIN = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
          "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to "
@@ -143,7 +143,7 @@ def tiny_checkpoint(tmp_path_factory):
     state = train.init_train_state(config, len(vocab))
     directory = folder / "run" / loop.CHECKPOINT_SUBDIR
     checkpoint.save_checkpoint(directory, state_pytree=state,
-                               metadata=loop.checkpoint_metadata(config, vocab, state, None))
+                               metadata=runstate.checkpoint_metadata(config, vocab, state, None))
     return str(directory)
 
 
