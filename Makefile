@@ -32,4 +32,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.throughput $(ARGS)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .jax-test-cache

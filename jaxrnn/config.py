@@ -79,6 +79,10 @@ PRESETS = {
     "quick": dict(hidden_size=128, num_steps=300, batch_size=32, seq_len=50, eval_every=150,
                   log_every=50, steps_per_call=25, warmup_steps=10, learning_rate=5e-3,
                   dropout=0.0, output_dir="runs/quick", sample_length=120),
+    # The capacity study's winner at a fixed wall-time budget (the main job's model: one LSTM
+    # layer of 384, dropout 0.25), trained about an hour on a 2-core CPU: 18,000 steps, 4.1x
+    # the main job's (BUILD_NOTES.md, "Capacity", has the measured run).
+    "long": dict(num_steps=18000, eval_every=3000, log_every=500, output_dir="runs/long"),
 }
 
 # Fields that must match between a checkpoint and the flags of a run that resumes from it.

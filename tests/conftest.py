@@ -4,30 +4,26 @@ Every test runs with full-precision float32 matmuls: on GPUs JAX's default float
 TF32 (about 3e-4 relative error, measured on an H100), which the float32 tolerances are not about.
 On CPUs this changes nothing.
 
-Compiled programs go to a persistent compilation cache in a temporary folder of this test session
-(`JAX_COMPILATION_CACHE_DIR`, inherited by the launchers the tests start as subprocesses): many
-tests and every subprocess compile the same tiny programs, and a cache hit replaces a compile of
-seconds. The cache is keyed by the program, the JAX version and the compile options, so it cannot
-change a result; it starts empty in every session.
+Compiled programs go to JAX's persistent compilation cache, in ``$JAXRNN_TEST_CACHE_DIR`` or
+else ``.jax-test-cache/`` in the repository (git-ignored; ``make clean`` removes it), and the
+launchers the tests start as subprocesses inherit it: many tests and every subprocess compile the
+same tiny programs, and a hit replaces a compile of seconds, within one session and the next. The
+cache is keyed by the program, the JAX/jaxlib version and the compile options, so it cannot
+change a result; a clean clone (CI) starts with it empty.
 """
 import os
-import shutil
-import tempfile
 
 import jax
 import pytest
 
-_CACHE_DIR = tempfile.mkdtemp(prefix="jaxrnn-test-compilation-cache-")
+_CACHE_DIR = os.environ.get("JAXRNN_TEST_CACHE_DIR") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".jax-test-cache")
 os.environ.update(JAX_COMPILATION_CACHE_DIR=_CACHE_DIR,
                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
-def pytest_sessionfinish(session, exitstatus):
-    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -26,6 +26,14 @@ def test_every_study_definition_builds_valid_configs(tmp_path, name, budget):
         assert max(counts.values()) / min(counts.values()) < 1.05     # equal parameter counts
 
 
+@pytest.mark.parametrize("arch", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_param_count_equals_the_initialised_models(arch, num_layers):
+    for hidden_size in (5, 64, 269):
+        assert studies.param_count(arch, 65, hidden_size, num_layers) == \
+            studies._counted_params(arch, 65, hidden_size, num_layers)
+
+
 def test_hidden_for_params_inverts_param_count():
     for arch in ("rnn", "lstm", "gru"):
         target = studies.param_count("lstm", 65, 100)
