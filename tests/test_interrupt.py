@@ -85,6 +85,7 @@ def straight(tmp_path_factory):
     return _params(tmp_path / "run" / "checkpoint")[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_saves_then_resume_is_exact(tmp_path, straight, signum):
     process = _start(tmp_path, "run")
@@ -109,6 +110,7 @@ def test_signal_saves_then_resume_is_exact(tmp_path, straight, signum):
         np.testing.assert_array_equal(leaf, want)
 
 
+@pytest.mark.slow
 def test_second_sigint_exits_at_once_and_keeps_the_previous_checkpoint(tmp_path):
     first = _start(tmp_path, "run", "--num_steps=20", "--eval_every=20")
     assert first.wait(timeout=300) == 0, first.stderr.read()
@@ -134,6 +136,7 @@ def test_second_sigint_exits_at_once_and_keeps_the_previous_checkpoint(tmp_path)
     process.stderr.close()
 
 
+@pytest.mark.slow
 def test_sweep_stops_cleanly_and_says_so(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT, encoding="utf-8")
@@ -300,6 +303,7 @@ def test_nonfinite_steps_in_a_row_stop_the_run(tmp_path, monkeypatch):
                            output_dir=str(tmp_path / "plain")), log=_quiet)
 
 
+@pytest.mark.slow
 def test_kill_harness_short():
     """SIGKILLs at random instants (inside slow saves too): every committed checkpoint loads,
     every round resumes, and a run that completes equals the uninterrupted one."""

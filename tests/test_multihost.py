@@ -92,6 +92,7 @@ def one_process(tmp_path_factory):
     return _params(tmp_path / "run" / "checkpoint")
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path, one_process):
     out = [str(tmp_path / "out0"), str(tmp_path / "out1")]
     codes, logs = _finish(_train(tmp_path, out))
@@ -102,6 +103,7 @@ def test_two_processes_match_one(tmp_path, one_process):
     _assert_close(_params(tmp_path / "out0" / "checkpoint"), one_process)
 
 
+@pytest.mark.slow
 def test_sigterm_to_both_then_resume(tmp_path, one_process):
     out = [str(tmp_path / "run")] * 2  # a shared folder, as on a cluster's file system
     processes = _train(tmp_path, out)

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _SCRIPT = textwrap.dedent("""
@@ -55,6 +57,7 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_devices_match_one(tmp_path):
     text = tmp_path / "text.txt"
     text.write_text("".join(f"line {i}: to be, or not to be, that is the question.\n"

@@ -127,3 +127,38 @@ def test_plot_runs_launcher_draws_and_rejects_bad_folders(tmp_path, capsys):
     absl_flags.FLAGS(["plot_runs", f"--runs={tmp_path}", f"--out={out}"])
     with pytest.raises(Exception, match="has no metrics.jsonl"):
         plot_runs.main([])
+
+
+def test_wall_time_groups_fit_their_steps_once_and_keep_them(tmp_path, small_text, monkeypatch):
+    """A group with a wall-time budget trains as many whole chunks as the measured step time
+    allows (two evaluations), every group is timed before any trains, and a resumed study reuses
+    the fitted steps (steps.json) instead of timing again."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(small_text, encoding="utf-8")
+    timed = []
+
+    def step_seconds(config, num_runs=1, *, log=print):
+        timed.append((config.hidden_size, num_runs))
+        return 0.01 * config.hidden_size / 8                # H=8: 10 ms, H=16: 20 ms a step
+
+    monkeypatch.setattr(studies.loop, "seconds_per_step", step_seconds)
+    base = dict(batch_size=4, seq_len=8, steps_per_call=3, log_every=2, warmup_steps=1,
+                eval_batch_size=2, dropout=0.0, sample_length=5)
+    groups = tuple(studies.Group(f"H{size}", {"hidden_size": size}, {"hidden_size": size},
+                                 (1e-2,), seeds=(0,), wall_seconds=0.25) for size in (8, 16))
+    study = studies.Study("budget?", base, groups, ("hidden_size", "steps"))
+    logs = []
+    results = studies.run(study, tmp_path / "out", overrides={"data": str(corpus)},
+                          log=logs.append)
+    assert timed == [(8, 1), (16, 1)]
+    assert logs.index(next(line for line in logs if "[1/2]" in line)) > \
+        logs.index(next(line for line in logs if "timing H16" in line))   # timed, then trained
+    # 0.25 s at 10 ms: 25 steps -> 24 (whole 3-step chunks, two halves); at 20 ms: 12.
+    assert [result["runs"][0]["steps"] for result in results] == [24, 12]
+    assert [result["config"]["eval_every"] for result in results] == [12, 6]
+    steps_file = tmp_path / "out" / "H8" / studies.STEPS_FILE
+    assert json.loads(steps_file.read_text())["num_steps"] == 24
+    (tmp_path / "out" / "H8" / studies.RESULT_FILE).unlink()
+    timed.clear()
+    again = studies.run(study, tmp_path / "out", overrides={"data": str(corpus)}, log=print)
+    assert timed == [] and again[0]["runs"][0]["steps"] == 24
