@@ -18,7 +18,8 @@ flags.DEFINE_enum("study", None, ["architectures", "activations", "seq_len", "hy
                                   "clipping", "schedules", "capacity"],
                   "which study to run")
 flags.DEFINE_enum("budget", "quick", ["quick", "full"],
-                  "quick: tiny models, under 2 minutes; full: the report's sizes")
+                  "quick: tiny models, under 2 minutes; full: the report's sizes (capacity: "
+                  "a wall-time budget per model)")
 flags.DEFINE_string("output_dir", None, "folder for the study's results (default "
                     "runs/studies/<study>-<budget>)")
 flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds of every configuration (integers)")
