@@ -30,7 +30,7 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
 
 gradcheck: $(STAMP)
-	$(BIN)/python -m experiments.gradcheck --arch=all $(ARGS)
+	$(BIN)/python -m experiments.gradcheck $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.throughput $(ARGS)

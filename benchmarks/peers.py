@@ -17,7 +17,7 @@ backward, global-norm clipping to 5 and Adam(2e-3); one call per step. The peers
 Method (as ``benchmarks.throughput``): each peer runs in a fresh Python process (thread pools and
 caches do not leak between peers); the first step is timed alone (compile), then ``--warmup``
 untimed steps and ``--repeats`` blocks of ``--steps`` steps; a run's figure is the per-step
-median over its blocks. With ``--runs=N`` every peer runs N times, the order of the peers
+median over its blocks. With ``--processes=N`` every peer runs N times, the order of the peers
 alternating from run to run, and the table gives the median over runs with the min..max. GFLOP/s
 counts the same matmul FLOPs for every peer (`common.train_flops`, layer-0 input as a gather),
 so it is chars/s times a constant.
@@ -29,7 +29,7 @@ kernels when it is available and enabled; ``--notorch_mkldnn`` switches it off).
 
 Usage:
   python -m benchmarks.peers                                   # lstm, gru, rnn at B=64 T=100 H=256
-  python -m benchmarks.peers --archs=lstm --runs=3 --json=peers.json
+  python -m benchmarks.peers --archs=lstm --processes=3 --json=peers.json
   python -m benchmarks.peers --archs=lstm --hidden_size=512 --num_layers=2 --peers=torch,jax
 """
 import importlib.util
@@ -55,8 +55,8 @@ def define_flags():
     common.define_timing_flags()
     common.define_json_flag()
     flags.DEFINE_list("peers", list(PEERS), f"Peers to time, out of {', '.join(PEERS)}.")
-    flags.DEFINE_integer("runs", 1, "Fresh processes per peer and arch; the table gives the "
-                         "median over runs (min..max).", lower_bound=1)
+    flags.DEFINE_integer("processes", 1, "Fresh processes (runs) per peer and arch; the table "
+                         "gives the median over runs (min..max).", lower_bound=1)
     flags.DEFINE_bool("torch_mkldnn", True, "torch.backends.mkldnn.enabled for the torch peer "
                       "(PyTorch's oneDNN CPU kernels, its fused LSTM/GRU among them).")
     flags.DEFINE_string("worker", None, "Internal: run one peer in this process and print its "
@@ -266,7 +266,7 @@ def main(argv):
     results = {}
     for arch in archs:
         runs = {peer: [] for peer in peers}
-        for index in range(FLAGS.runs):
+        for index in range(FLAGS.processes):
             for peer in (peers if index % 2 == 0 else peers[::-1]):
                 runs[peer].append(_run_peer(peer, arch))
                 print(f"  {arch} {peer} run {index + 1}: "
@@ -283,9 +283,9 @@ def main(argv):
                f"(mkldnn) {'available' if torch_facts['mkldnn_available'] else 'unavailable'}"
                f" and {'enabled' if torch_facts['mkldnn_enabled'] else 'disabled'}")
     print(f"\nTraining chars/s, B={cfg.batch_size} T={cfg.seq_len} H={cfg.hidden_size} "
-          f"V={cfg.vocab_size} L={cfg.num_layers}; median over {FLAGS.runs} run(s) (min..max) of "
-          f"the per-step median of {FLAGS.repeats} blocks of {FLAGS.steps} steps; CPU "
-          f"{environment.get('cpu', 'unknown')}, {environment['nproc']} cores{backend}:")
+          f"V={cfg.vocab_size} L={cfg.num_layers}; median over {FLAGS.processes} run(s) "
+          f"(min..max) of the per-step median of {FLAGS.repeats} blocks of {FLAGS.steps} steps; "
+          f"CPU {environment.get('cpu', 'unknown')}, {environment['nproc']} cores{backend}:")
     rows = []
     for arch, entries in results.items():
         flops = common.cfg_flops(arch, cfg)["train"]
@@ -300,7 +300,8 @@ def main(argv):
     common.print_table(["arch", "peer", "chars/s", "step ms", "GFLOP/s",
                         "jaxrnn manual / peer"], rows)
     if FLAGS.json:
-        config = {"archs": archs, "peers": peers, "skipped": skipped, "runs": FLAGS.runs,
+        config = {"archs": archs, "peers": peers, "skipped": skipped,
+                  "processes": FLAGS.processes,
                   "warmup": FLAGS.warmup, "steps": FLAGS.steps, "repeats": FLAGS.repeats,
                   "torch_mkldnn": FLAGS.torch_mkldnn, "seed": FLAGS.seed,
                   "model": {name: getattr(cfg, name) for name in (

@@ -1,5 +1,6 @@
 """Does vmap pay for small models? K runs as one ``jit(vmap)`` program against the same K runs
-one after another: ``python -m benchmarks.vmap --archs=lstm --hidden_sizes=50,100,200 --runs=8``.
+one after another:
+``python -m benchmarks.vmap --archs=lstm --hidden_sizes=50,100,200 --num_runs=8``.
 
 Both sides run `jaxrnn.train.make_multi_seed_chunk` / `make_train_chunk` (the programs the
 studies and `experiments.train` run: manual BPTT, Adam, global-norm clip) for ``--chunk`` steps
@@ -20,7 +21,7 @@ from jaxrnn import config as config_lib, data, train
 
 flags.DEFINE_list("archs", ["lstm"], "cells to measure")
 flags.DEFINE_list("hidden_sizes", ["50", "100", "200"], "H values")
-flags.DEFINE_integer("runs", 8, "K: runs vmapped together (and run one by one)")
+flags.DEFINE_integer("num_runs", 8, "K: runs vmapped together (and run one by one)")
 flags.DEFINE_integer("batch_size", 32, "B per run")
 flags.DEFINE_integer("seq_len", 50, "T per run")
 flags.DEFINE_integer("chunk", 10, "train steps per compiled call")
@@ -94,18 +95,18 @@ def main(argv):
     rows, records = [], []
     for arch in FLAGS.archs:
         for hidden in [int(value) for value in FLAGS.hidden_sizes]:
-            training, steal = measure_training(arch, hidden, FLAGS.runs, FLAGS.batch_size,
+            training, steal = measure_training(arch, hidden, FLAGS.num_runs, FLAGS.batch_size,
                                                FLAGS.seq_len, FLAGS.chunk, FLAGS.repeats)
-            gemm = measure_gemm(hidden, GATES[arch], FLAGS.runs, FLAGS.batch_size,
+            gemm = measure_gemm(hidden, GATES[arch], FLAGS.num_runs, FLAGS.batch_size,
                                 FLAGS.seq_len, FLAGS.repeats)
             vm, seq = training["vmapped"], training["one by one"]
-            rows.append([arch, hidden, FLAGS.runs,
+            rows.append([arch, hidden, FLAGS.num_runs,
                          common.fmt_spread(vm["rate_median"], vm["rate_min"], vm["rate_max"]),
                          common.fmt_spread(seq["rate_median"], seq["rate_min"], seq["rate_max"]),
                          f"{vm['rate_median'] / seq['rate_median']:.2f}x",
                          f"{gemm['batched']['rate_median']:.0f}",
                          f"{gemm['separate']['rate_median']:.0f}", f"{steal:.1f}"])
-            records.append({"arch": arch, "hidden_size": hidden, "runs": FLAGS.runs,
+            records.append({"arch": arch, "hidden_size": hidden, "num_runs": FLAGS.num_runs,
                             "batch_size": FLAGS.batch_size, "seq_len": FLAGS.seq_len,
                             "training": training, "gemm": gemm, "steal_pct": steal})
     common.print_table(["arch", "H", "K", "vmapped chars/s (summed)", "one by one chars/s",
@@ -114,7 +115,7 @@ def main(argv):
     if FLAGS.json:
         sysinfo.write_json(FLAGS.json, benchmark="vmap",
                            config={name: FLAGS[name].value for name in (
-                               "archs", "hidden_sizes", "runs", "batch_size", "seq_len",
+                               "archs", "hidden_sizes", "num_runs", "batch_size", "seq_len",
                                "chunk", "repeats")}, results=records)
 
 

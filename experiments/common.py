@@ -1,4 +1,4 @@
-"""Shared launcher plumbing: config flags with help strings, and one-line error reporting.
+"""Shared launcher plumbing: config flags (help strings from `Config`'s fields), one-line errors.
 
 No math here: flags become a validated `jaxrnn.config.Config`, then one library call.
 """
@@ -12,72 +12,14 @@ from absl import app, flags
 from jaxrnn import config as config_lib
 from jaxrnn.errors import ConfigError, JaxrnnError
 
-# One help string per Config field; README.md's flag table is this table.
-CONFIG_HELP = {
-    "arch": "cell type: rnn, lstm or gru",
-    "activation": "vanilla RNN non-linearity: tanh, relu, sigmoid or identity (arch=rnn only)",
-    "hidden_size": "hidden units per layer (H)",
-    "num_layers": "stacked recurrent layers (L)",
-    "recurrent_init": "recurrent weight initialiser: orthogonal, identity (IRNN) or scaled_normal",
-    "dropout": "dropout rate on non-recurrent connections (between layers, before the output)",
-    "dtype": "parameter and compute dtype: float32 or float64",
-    "bf16_matmuls": "round the operands of every matrix product to bfloat16, accumulate in "
-                    "float32 (for GPU/TPU tensor cores; slower on CPUs without bfloat16 units)",
-    "backward": "gradient: manual (hand-written BPTT) or autodiff (jax.grad of the plain scan)",
-    "data": "'tinyshakespeare' (found via $JAXRNN_DATA_DIR, the cache, or downloaded) or a path "
-            "to any UTF-8 text file",
-    "split": "train,val,test fractions of the corpus, contiguous, e.g. 0.9,0.05,0.05",
-    "batch_size": "parallel text streams per step (B)",
-    "seq_len": "truncated-BPTT window length in characters (T)",
-    "random_offsets": "at each epoch shift every stream by a random 0..T-1 characters, so the "
-                      "windows (and the zero state of the epoch start) fall at new places",
-    "state_reset_probability": "probability that a stream's carried state is zeroed before a "
-                               "window, so the model learns to start from a zero state anywhere "
-                               "(as sampling and evaluation do)",
-    "num_steps": "optimiser steps in total (a resumed run continues up to this)",
-    "steps_per_call": "train steps fused into one compiled call (lax.scan over steps)",
-    "data_parallel": "split the B streams over all devices (of all hosts with "
-                     "--coordinator_address): parameters replicated, gradients all-reduced",
-    "optimizer": "adam, adamw, rmsprop, adagrad or sgd (with --momentum)",
-    "learning_rate": "peak learning rate",
-    "schedule": "learning-rate schedule after warm-up: constant, cosine or exponential",
-    "warmup_steps": "linear warm-up steps from 0 to --learning_rate",
-    "final_lr_fraction": "cosine schedule: final learning rate as a fraction of the peak",
-    "decay_rate": "exponential schedule: factor the learning rate decays by over the run",
-    "weight_decay": "decoupled weight decay (adamw only)",
-    "momentum": "momentum (sgd only)",
-    "clip_norm": "clip threshold: the global gradient norm (--clip_mode=global) or every "
-                 "gradient entry's magnitude (--clip_mode=element)",
-    "clip_mode": "gradient clipping: global (rescale to norm <= --clip_norm), element (clip each "
-                 "entry to [-clip_norm, clip_norm], as in min-char-rnn) or none",
-    "seed": "random seed for initialisation and dropout",
-    "eval_every": "evaluate on the validation split, print a sample and checkpoint every N steps",
-    "eval_batch_size": "parallel streams for evaluation; 1 reads the split as one stream, so every "
-                       "character is predicted from all the text before it (more is faster, but "
-                       "each stream starts from a zero state)",
-    "sample_length": "characters of the sample printed at each evaluation",
-    "sample_temperature": "temperature of the sample printed at each evaluation",
-    "log_every": "print a progress line every N steps",
-    "output_dir": "folder for checkpoint/ and metrics.jsonl",
-    "resume": "continue from <output_dir>/checkpoint exactly where it stopped",
-    "checkpoint_every_seconds": "also checkpoint after the first chunk that ends this many "
-                                "seconds after the last save (0: only at evaluations)",
-    "keep": "step checkpoints to keep in <output_dir>/checkpoint (step-N.json records), newest "
-            "first; the best by validation loss (best.json) is kept besides",
-    "skip_nonfinite": "skip (do not apply) updates whose loss or gradient is not finite and restart "
-                      "that step's streams from a zero state, instead of stopping the run",
-    "max_consecutive_nonfinite": "with --skip_nonfinite: stop after this many skipped steps in a "
-                                 "row",
-}
-
-
 def define_config_flags():
-    """One absl flag per Config field (defaults shown are the 'default' preset's)."""
+    """One absl flag per Config field, its help the field's ``metadata["help"]`` (defaults shown
+    are the 'default' preset's)."""
     flags.DEFINE_string("preset", "default",
                         f"named defaults: {', '.join(config_lib.PRESETS)} (quick: under a minute)")
     defaults = config_lib.Config()
     for field in dataclasses.fields(config_lib.Config):
-        default, help_text = getattr(defaults, field.name), CONFIG_HELP[field.name]
+        default, help_text = getattr(defaults, field.name), field.metadata["help"]
         if field.name == "split":
             flags.DEFINE_string(field.name, ",".join(str(part) for part in default), help_text)
         elif isinstance(default, bool):

@@ -1,5 +1,5 @@
 """Evaluate a checkpoint on a split of its corpus:
-``python -m experiments.evaluate --checkpoint=runs/default/checkpoint --split=test``
+``python -m experiments.evaluate --checkpoint=runs/default/checkpoint --text_split=test``
 
 Prints the loss in nats per character, bits per character and perplexity. The corpus and split
 fractions are the checkpoint's own unless --data is given (its vocabulary must match).
@@ -11,7 +11,8 @@ from experiments import common
 flags.DEFINE_string("checkpoint", "runs/default/checkpoint", "checkpoint folder (or its JSON)")
 flags.DEFINE_enum("which", "latest", ["latest", "best"], "which checkpoint of the folder: the "
                   "latest saved, or the best by validation loss")
-flags.DEFINE_enum("split", "test", ["train", "val", "test"], "which split to evaluate")
+flags.DEFINE_enum("text_split", "test", ["train", "val", "test"], "which split of the corpus to "
+                  "evaluate (--split, in the training flags, is the fractions of the splits)")
 flags.DEFINE_string("data", None, "evaluate on this corpus instead of the checkpoint's")
 FLAGS = flags.FLAGS
 
@@ -24,11 +25,12 @@ def main(argv):
     if corpus.vocab != vocab:
         raise CheckpointError(f"the corpus {corpus.text_path} has a different vocabulary from the "
                               "checkpoint's; evaluate on the text it was trained on")
-    ids = {"train": corpus.train, "val": corpus.val, "test": corpus.test}[FLAGS.split]
-    report = train.loss_report(loop.evaluate_split(config, params, ids, FLAGS.split))
-    print(f"{FLAGS.split}: loss {report['loss']:.4f} nats/char, {report['bpc']:.4f} bits/char, "
-          f"perplexity {train.format_perplexity(report['perplexity'])} ({len(ids):,} characters, step "
-          f"{metadata['step']}, {config.arch} H={config.hidden_size} L={config.num_layers})")
+    ids = {"train": corpus.train, "val": corpus.val, "test": corpus.test}[FLAGS.text_split]
+    report = train.loss_report(loop.evaluate_split(config, params, ids, FLAGS.text_split))
+    print(f"{FLAGS.text_split}: loss {report['loss']:.4f} nats/char, {report['bpc']:.4f} "
+          f"bits/char, perplexity {train.format_perplexity(report['perplexity'])} "
+          f"({len(ids):,} characters, step {metadata['step']}, {config.arch} "
+          f"H={config.hidden_size} L={config.num_layers})")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""Manual BPTT vs jax.grad vs finite differences: ``python -m experiments.gradcheck --arch=all``.
+"""Manual BPTT vs jax.grad vs finite differences: ``python -m experiments.gradcheck``.
 
-Prints one row per cell: the largest absolute and relative difference between the hand-written
+Checks every cell of ``--archs`` (the vanilla RNN once per activation of ``--activations``);
+prints one row per cell: the largest absolute and relative difference between the hand-written
 and the autodiff gradient (over all parameters and the initial state), the relative error of each
 against central finite differences along random directions, the time of one jitted gradient
 after compilation, and the bytes of residuals each mode saves for its backward pass.
@@ -8,9 +9,11 @@ after compilation, and the bytes of residuals each mode saves for its backward p
 from absl import flags
 
 from experiments import common
+from jaxrnn.cells import ACTIVATIONS, ARCHS
 
-flags.DEFINE_string("arch", "all", "rnn, lstm, gru, or all (all also runs every RNN activation)")
-flags.DEFINE_string("activation", "tanh", "RNN activation when --arch=rnn")
+flags.DEFINE_list("archs", list(ARCHS), f"cells to check, out of {', '.join(ARCHS)}")
+flags.DEFINE_list("activations", list(ACTIVATIONS), "vanilla RNN activations to check (rnn in "
+                  f"--archs), out of {', '.join(ACTIVATIONS)}")
 flags.DEFINE_integer("hidden_size", 64, "hidden units (H)")
 flags.DEFINE_integer("seq_len", 50, "time steps (T)")
 flags.DEFINE_integer("batch_size", 16, "batch (B)")
@@ -27,7 +30,7 @@ def main(argv):
         raise ConfigError(f"--dtype must be float32 or float64, got {FLAGS.dtype!r}")
     from jaxrnn import validate
     cases = validate.gradcheck_cases(
-        FLAGS.arch, FLAGS.activation, activation_given=FLAGS["activation"].present,
+        FLAGS.archs, FLAGS.activations, activations_given=FLAGS["activations"].present,
         vocab_size=FLAGS.vocab_size, hidden_size=FLAGS.hidden_size, seq_len=FLAGS.seq_len,
         batch_size=FLAGS.batch_size, num_layers=FLAGS.num_layers, dtype=FLAGS.dtype)
     common.enable_dtype(FLAGS.dtype)

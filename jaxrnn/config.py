@@ -20,53 +20,104 @@ DTYPES = ("float32", "float64")
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Everything that defines a training run. Field names are the launcher's flag names."""
+    """Everything that defines a training run. Field names are the launcher's flag names, and each
+    field's ``metadata["help"]`` is its flag's help text (README.md's flag table quotes it)."""
 
     # model
-    arch: str = "lstm"
-    activation: str = "tanh"            # arch=rnn only
-    hidden_size: int = 384
-    num_layers: int = 1
-    recurrent_init: str = "orthogonal"
-    dropout: float = 0.25
-    dtype: str = "float32"
-    bf16_matmuls: bool = False          # bfloat16 matmul operands, float32 accumulation
-    backward: str = "manual"
+    arch: str = dataclasses.field(default="lstm", metadata={"help": "cell type: rnn, lstm or gru"})
+    activation: str = dataclasses.field(default="tanh", metadata={
+        "help": "vanilla RNN non-linearity: tanh, relu, sigmoid or identity (arch=rnn only)"})
+    hidden_size: int = dataclasses.field(default=384, metadata={
+        "help": "hidden units per layer (H)"})
+    num_layers: int = dataclasses.field(default=1, metadata={
+        "help": "stacked recurrent layers (L)"})
+    recurrent_init: str = dataclasses.field(default="orthogonal", metadata={
+        "help": "recurrent weight initialiser: orthogonal, identity (IRNN) or scaled_normal"})
+    dropout: float = dataclasses.field(default=0.25, metadata={
+        "help": "dropout rate on non-recurrent connections (between layers, before the output)"})
+    dtype: str = dataclasses.field(default="float32", metadata={
+        "help": "parameter and compute dtype: float32 or float64"})
+    bf16_matmuls: bool = dataclasses.field(default=False, metadata={
+        "help": "round the operands of every matrix product to bfloat16, accumulate in float32 "
+                "(for GPU/TPU tensor cores; slower on CPUs without bfloat16 units)"})
+    backward: str = dataclasses.field(default="manual", metadata={
+        "help": "gradient: manual (hand-written BPTT) or autodiff (jax.grad of the plain scan)"})
     # data
-    data: str = "tinyshakespeare"       # the default corpus, or a path to any UTF-8 text file
-    split: Tuple[float, float, float] = (0.9, 0.05, 0.05)
-    batch_size: int = 64
-    seq_len: int = 50
-    random_offsets: bool = True         # shift the windows by a random 0..T-1 chars each epoch
-    state_reset_probability: float = 0.05  # per stream and window: start from a zero state
+    data: str = dataclasses.field(default="tinyshakespeare", metadata={
+        "help": "'tinyshakespeare' (found via $JAXRNN_DATA_DIR, the cache, or downloaded) or a "
+                "path to any UTF-8 text file"})
+    split: Tuple[float, float, float] = dataclasses.field(default=(0.9, 0.05, 0.05), metadata={
+        "help": "train,val,test fractions of the corpus, contiguous, e.g. 0.9,0.05,0.05"})
+    batch_size: int = dataclasses.field(default=64, metadata={
+        "help": "parallel text streams per step (B)"})
+    seq_len: int = dataclasses.field(default=50, metadata={
+        "help": "truncated-BPTT window length in characters (T)"})
+    random_offsets: bool = dataclasses.field(default=True, metadata={
+        "help": "at each epoch shift every stream by a random 0..T-1 characters, so the windows "
+                "(and the zero state of the epoch start) fall at new places"})
+    state_reset_probability: float = dataclasses.field(default=0.05, metadata={
+        "help": "probability that a stream's carried state is zeroed before a window, so the "
+                "model learns to start from a zero state anywhere (as sampling and evaluation "
+                "do)"})
     # optimisation
-    num_steps: int = 4400
-    steps_per_call: int = 25            # train steps fused into one compiled call (lax.scan)
-    data_parallel: bool = False         # split the B streams over all devices (jaxrnn.parallel)
-    optimizer: str = "adam"
-    learning_rate: float = 3e-3
-    schedule: str = "cosine"
-    warmup_steps: int = 50
-    final_lr_fraction: float = 0.05     # cosine: final lr = fraction * peak
-    decay_rate: float = 0.1             # exponential: lr multiplied by this over num_steps
-    weight_decay: float = 1e-4          # adamw only
-    momentum: float = 0.9               # sgd only
-    clip_norm: float = 5.0
-    clip_mode: str = "global"           # global norm | element-wise | none
-    seed: int = 0
+    num_steps: int = dataclasses.field(default=4400, metadata={
+        "help": "optimiser steps in total (a resumed run continues up to this)"})
+    steps_per_call: int = dataclasses.field(default=25, metadata={
+        "help": "train steps fused into one compiled call (lax.scan over steps)"})
+    data_parallel: bool = dataclasses.field(default=False, metadata={
+        "help": "split the B streams over all devices (of all hosts with --coordinator_address): "
+                "parameters replicated, gradients all-reduced"})
+    optimizer: str = dataclasses.field(default="adam", metadata={
+        "help": "adam, adamw, rmsprop, adagrad or sgd (with --momentum)"})
+    learning_rate: float = dataclasses.field(default=3e-3, metadata={"help": "peak learning rate"})
+    schedule: str = dataclasses.field(default="cosine", metadata={
+        "help": "learning-rate schedule after warm-up: constant, cosine or exponential"})
+    warmup_steps: int = dataclasses.field(default=50, metadata={
+        "help": "linear warm-up steps from 0 to --learning_rate"})
+    final_lr_fraction: float = dataclasses.field(default=0.05, metadata={
+        "help": "cosine schedule: final learning rate as a fraction of the peak"})
+    decay_rate: float = dataclasses.field(default=0.1, metadata={
+        "help": "exponential schedule: factor the learning rate decays by over the run"})
+    weight_decay: float = dataclasses.field(default=1e-4, metadata={
+        "help": "decoupled weight decay (adamw only)"})
+    momentum: float = dataclasses.field(default=0.9, metadata={"help": "momentum (sgd only)"})
+    clip_norm: float = dataclasses.field(default=5.0, metadata={
+        "help": "clip threshold: the global gradient norm (--clip_mode=global) or every gradient "
+                "entry's magnitude (--clip_mode=element)"})
+    clip_mode: str = dataclasses.field(default="global", metadata={
+        "help": "gradient clipping: global (rescale to norm <= --clip_norm), element (clip each "
+                "entry to [-clip_norm, clip_norm], as in min-char-rnn) or none"})
+    seed: int = dataclasses.field(default=0, metadata={
+        "help": "random seed for initialisation and dropout"})
     # evaluation, sampling, output
-    eval_every: int = 1100
-    eval_batch_size: int = 1
-    sample_length: int = 200
-    sample_temperature: float = 0.8
-    log_every: int = 100
-    output_dir: str = "runs/default"
-    resume: bool = False
+    eval_every: int = dataclasses.field(default=1100, metadata={
+        "help": "evaluate on the validation split, print a sample and checkpoint every N steps"})
+    eval_batch_size: int = dataclasses.field(default=1, metadata={
+        "help": "parallel streams for evaluation; 1 reads the split as one stream, so every "
+                "character is predicted from all the text before it (more is faster, but each "
+                "stream starts from a zero state)"})
+    sample_length: int = dataclasses.field(default=200, metadata={
+        "help": "characters of the sample printed at each evaluation"})
+    sample_temperature: float = dataclasses.field(default=0.8, metadata={
+        "help": "temperature of the sample printed at each evaluation"})
+    log_every: int = dataclasses.field(default=100, metadata={
+        "help": "print a progress line every N steps"})
+    output_dir: str = dataclasses.field(default="runs/default", metadata={
+        "help": "folder for checkpoint/ and metrics.jsonl"})
+    resume: bool = dataclasses.field(default=False, metadata={
+        "help": "continue from <output_dir>/checkpoint exactly where it stopped"})
     # fault tolerance (jaxrnn.interrupt, jaxrnn.checkpoint)
-    checkpoint_every_seconds: float = 600.0  # also save after the chunk passing this; 0: never
-    keep: int = 1                       # step checkpoints kept (besides the best)
-    skip_nonfinite: bool = False        # skip updates whose loss or gradient is not finite
-    max_consecutive_nonfinite: int = 10  # ... and stop after this many in a row
+    checkpoint_every_seconds: float = dataclasses.field(default=600.0, metadata={
+        "help": "also checkpoint after the first chunk that ends this many seconds after the last "
+                "save (0: only at evaluations)"})
+    keep: int = dataclasses.field(default=1, metadata={
+        "help": "step checkpoints to keep in <output_dir>/checkpoint (step-N.json records), "
+                "newest first; the best by validation loss (best.json) is kept besides"})
+    skip_nonfinite: bool = dataclasses.field(default=False, metadata={
+        "help": "skip (do not apply) updates whose loss or gradient is not finite and restart "
+                "that step's streams from a zero state, instead of stopping the run"})
+    max_consecutive_nonfinite: int = dataclasses.field(default=10, metadata={
+        "help": "with --skip_nonfinite: stop after this many skipped steps in a row"})
 
     def to_dict(self):
         return dataclasses.asdict(self)

@@ -388,23 +388,33 @@ def distributed(coordinator_address, num_processes, process_id, data_parallel):
         raise ConfigError("--coordinator_address needs --num_processes of 2 or more")
 
 
-def gradcheck_cases(arch, activation, *, activation_given, vocab_size, hidden_size, seq_len,
+def _names(flag, names, choices, kind):
+    """A list flag of names out of ``choices``: each known, none twice."""
+    for name in names:
+        if name not in choices:
+            raise ConfigError(f"unknown {kind} {name!r} in {flag}; choose one of "
+                              f"{', '.join(choices)}")
+    if len(set(names)) < len(names):
+        raise ConfigError(f"{flag} lists a value twice: {','.join(names)}")
+
+
+def gradcheck_cases(archs, activations, *, activations_given, vocab_size, hidden_size, seq_len,
                     batch_size, num_layers, dtype):
     """The flags of experiments.gradcheck -> its ``[(arch, activation), ...]`` rows.
 
-    ``arch`` "all" runs every RNN activation, the LSTM and the GRU (then ``activation`` must not
-    be given); an activation other than tanh needs arch "rnn"; --vocab_size >= 2.
+    ``archs`` are the cells to check (rnn, lstm, gru); ``rnn`` is checked once per name of
+    ``activations``, which therefore need ``rnn`` among ``archs`` when given; --vocab_size >= 2.
     """
-    if activation not in ACTIVATIONS:
-        raise ConfigError(f"unknown --activation {activation!r}; choose one of "
-                          f"{', '.join(ACTIVATIONS)}")
-    if arch == "all" and activation_given:
-        raise ConfigError("--arch=all runs every RNN activation; drop --activation or pick "
-                          "--arch=rnn")
-    if arch not in ("all", *ARCHS):
-        raise ConfigError(f"unknown --arch {arch!r}; choose one of all, {', '.join(ARCHS)}")
-    if arch not in ("all", "rnn") and activation != "tanh":
-        raise ConfigError(f"--activation={activation} applies to --arch=rnn only; drop it")
+    _names("--archs", archs, ARCHS, "arch")
+    _names("--activations", activations, tuple(ACTIVATIONS), "activation")
+    if not archs:
+        raise ConfigError(f"--archs is empty; give one or more of {', '.join(ARCHS)}")
+    if "rnn" in archs and not activations:
+        raise ConfigError(f"--activations is empty; give one or more of "
+                          f"{', '.join(ACTIVATIONS)}, or drop rnn from --archs")
+    if activations_given and "rnn" not in archs:
+        raise ConfigError(f"--activations={','.join(activations)} applies to the vanilla RNN "
+                          "only; add rnn to --archs or drop --activations")
     for name, value in (("hidden_size", hidden_size), ("seq_len", seq_len),
                         ("batch_size", batch_size), ("num_layers", num_layers)):
         size(f"--{name}", value)
@@ -414,6 +424,5 @@ def gradcheck_cases(arch, activation, *, activation_given, vocab_size, hidden_si
     # The LSTM (4 gates) needs the most memory of the three cells.
     check_memory("lstm", vocab_size, hidden_size, num_layers, batch_size, seq_len,
                  np.dtype(dtype).itemsize)
-    if arch == "all":
-        return [("rnn", name) for name in ACTIVATIONS] + [("lstm", None), ("gru", None)]
-    return [(arch, activation if arch == "rnn" else None)]
+    return [(arch, activation) for arch in archs
+            for activation in (activations if arch == "rnn" else [None])]

@@ -161,8 +161,9 @@ def test_checks_are_free_under_jit(model):
 # ---------------------------------------------------------------------------------------------
 # Launcher options that are checked by library functions (in-process)
 # ---------------------------------------------------------------------------------------------
-GRADCHECK = dict(arch="rnn", activation="tanh", activation_given=False, vocab_size=V,
+GRADCHECK = dict(archs=["rnn"], activations=["tanh"], activations_given=True, vocab_size=V,
                  hidden_size=H, seq_len=T, batch_size=B, num_layers=1, dtype="float64")
+ALL_ACTIVATIONS = ["tanh", "relu", "sigmoid", "identity"]
 
 OPTION_CASES = {
     "gradcheck --seq_len=0": (lambda: validate.gradcheck_cases(**{**GRADCHECK, "seq_len": 0}),
@@ -173,15 +174,26 @@ OPTION_CASES = {
     "gradcheck --vocab_size=1": (lambda: validate.gradcheck_cases(**{**GRADCHECK,
                                                                      "vocab_size": 1}),
                                  "--vocab_size must be >= 2"),
-    "gradcheck --arch=lstm --activation=relu": (
-        lambda: validate.gradcheck_cases(**{**GRADCHECK, "arch": "lstm", "activation": "relu"}),
-        "--activation=relu applies to --arch=rnn only"),
-    "gradcheck --arch=all --activation=relu": (
-        lambda: validate.gradcheck_cases(**{**GRADCHECK, "arch": "all", "activation": "relu",
-                                            "activation_given": True}), "drop --activation"),
-    "gradcheck --activation=swish": (
-        lambda: validate.gradcheck_cases(**{**GRADCHECK, "activation": "swish"}),
-        "unknown --activation 'swish'"),
+    "gradcheck --archs=lstm --activations=relu": (
+        lambda: validate.gradcheck_cases(**{**GRADCHECK, "archs": ["lstm"],
+                                            "activations": ["relu"]}),
+        "--activations=relu applies to the vanilla RNN only; add rnn to --archs"),
+    "gradcheck --activations=swish": (
+        lambda: validate.gradcheck_cases(**{**GRADCHECK, "activations": ["swish"]}),
+        "unknown activation 'swish' in --activations"),
+    "gradcheck --archs=transformer": (
+        lambda: validate.gradcheck_cases(**{**GRADCHECK, "archs": ["rnn", "transformer"]}),
+        "unknown arch 'transformer' in --archs"),
+    "gradcheck --archs=lstm,lstm": (
+        lambda: validate.gradcheck_cases(**{**GRADCHECK, "archs": ["lstm", "lstm"],
+                                            "activations_given": False}),
+        "--archs lists a value twice: lstm,lstm"),
+    "gradcheck --archs=": (
+        lambda: validate.gradcheck_cases(**{**GRADCHECK, "archs": [],
+                                            "activations_given": False}), "--archs is empty"),
+    "gradcheck --activations=": (
+        lambda: validate.gradcheck_cases(**{**GRADCHECK, "activations": []}),
+        "--activations is empty"),
     "gradcheck --hidden_size=1000000": (
         lambda: validate.gradcheck_cases(**{**GRADCHECK, "hidden_size": 10**6}),
         "lower --hidden_size"),
@@ -211,7 +223,12 @@ def test_launcher_options_are_refused(name):
 
 def test_valid_options_pass_and_memory_rule_is_what_it_says():
     assert validate.gradcheck_cases(**GRADCHECK) == [("rnn", "tanh")]
-    assert len(validate.gradcheck_cases(**{**GRADCHECK, "arch": "all"})) == 6
+    defaults = {**GRADCHECK, "archs": ["rnn", "lstm", "gru"], "activations": ALL_ACTIVATIONS,
+                "activations_given": False}                  # experiments.gradcheck's defaults
+    assert validate.gradcheck_cases(**defaults) == [("rnn", name) for name in ALL_ACTIVATIONS] \
+        + [("lstm", None), ("gru", None)]
+    assert validate.gradcheck_cases(**{**defaults, "archs": ["gru", "lstm"]}) == [
+        ("gru", None), ("lstm", None)]               # activations apply to rnn only
     validate.distributed(None, 1, 0, False)
     state_bytes, activations = validate.training_bytes("lstm", 65, 1024, 1, 64, 50, 4)
     assert state_bytes > activations
@@ -387,7 +404,7 @@ def _launch(module, *flags):
 
 @pytest.mark.parametrize("module,flags,fragment", [
     ("experiments.train", ["--hidden_size=abc"], "flag --hidden_size=abc"),
-    ("experiments.evaluate", ["--split=dev"], "flag --split=dev"),
+    ("experiments.evaluate", ["--text_split=dev"], "flag --text_split=dev"),
     ("experiments.gradcheck", ["--seq_len=0"], "--seq_len must be an integer >= 1"),
 ])
 def test_launcher_errors_are_one_line_with_status_2(module, flags, fragment):
@@ -403,13 +420,14 @@ def test_flag_parsing_errors_are_one_line(capsys):
     from experiments import common
     values = flags.FlagValues()
     flags.DEFINE_integer("hidden_size", 1, "H", flag_values=values)
-    flags.DEFINE_enum("split", "test", ["train", "val", "test"], "split", flag_values=values)
+    flags.DEFINE_enum("text_split", "test", ["train", "val", "test"], "split",
+                      flag_values=values)
     flags.DEFINE_integer("seq_len", 1, "T", flag_values=values)
     flags.register_validator("seq_len", lambda value: value < 1000,
                              message="--seq_len is long:\nmore than 999", flag_values=values)
     for argv, fragment in ((["prog", "--hidden_size=abc"], "flag --hidden_size=abc"),
                            (["prog", "--hidden=10"], "Did you mean: hidden_size"),
-                           (["prog", "--split=dev"], "should be one of <train|val|test>"),
+                           (["prog", "--text_split=dev"], "should be one of <train|val|test>"),
                            (["prog", "--nosuchflag"], "nosuchflag"),
                            (["prog", "--seq_len=1000"], "long: more than 999")):
         with pytest.raises(SystemExit) as exited:
@@ -428,8 +446,9 @@ def test_helpshort_lists_every_flag_and_no_tpu_probe_line():
         with open(os.path.join(ROOT, "experiments", f"{launcher}.py"), encoding="utf-8") as src:
             assert "flags.adopt_module_key_flags(common)" in src.read(), launcher
     # A launcher that starts JAX on the CPU prints no TPU probe line.
-    started = _launch("experiments.gradcheck", "--arch=rnn", "--hidden_size=2", "--seq_len=2",
-                      "--batch_size=1", "--vocab_size=2", "--dtype=float32")
+    started = _launch("experiments.gradcheck", "--archs=rnn", "--activations=tanh",
+                      "--hidden_size=2", "--seq_len=2", "--batch_size=1", "--vocab_size=2",
+                      "--dtype=float32")
     assert started.returncode == 0, started.stderr
     assert "Unable to initialize backend" not in started.stderr, started.stderr
 

@@ -105,7 +105,8 @@ def test_train_sample_evaluate_end_to_end(corpus, tmp_path):
                         "--length=30", "--temperature=0.8", "--top_p=0.9", "--num_samples=2")
     assert sampled.returncode == 0, sampled.stderr
     assert sampled.stdout.count("line") >= 2
-    evaluated = _run_here("experiments.evaluate", f"--checkpoint={checkpoint}", "--split=val")
+    evaluated = _run_here("experiments.evaluate", f"--checkpoint={checkpoint}",
+                          "--text_split=val")
     assert evaluated.returncode == 0 and "bits/char" in evaluated.stdout, evaluated.stderr
     # The printed loss is the checkpoint's mean validation loss (state carried across windows).
     from jaxrnn import data, loop, runstate
@@ -173,7 +174,8 @@ def test_train_sample_evaluate_end_to_end(corpus, tmp_path):
 
 
 def test_gradcheck_rejects_unknown_arch():
-    _assert_one_line_error(_run("experiments.gradcheck", "--arch=transformer"), "unknown --arch")
+    _assert_one_line_error(_run("experiments.gradcheck", "--archs=lstm,transformer"),
+                           "unknown arch 'transformer' in --archs")
 
 
 def test_sweep_runs_the_grid_and_rejects_bad_lists(corpus, tmp_path):

@@ -1,5 +1,7 @@
-"""README.md runs as written: every Python block executes, and the errors tables quote the code."""
+"""README.md runs as written: every Python block executes, the errors tables quote the code, and
+the flag tables list exactly the flags each launcher defines."""
 import contextlib
+import dataclasses
 import glob
 import io
 import os
@@ -64,3 +66,123 @@ def test_errors_tables_quote_what_the_code_prints():
             pieces = ["unknown "]           # one row for several choices
         missing += [f"{fragment!r}: {piece!r}" for piece in pieces if piece not in source]
     assert not missing, missing
+
+
+# ---------------------------------------------------------------------------------------------
+# Flag tables
+# ---------------------------------------------------------------------------------------------
+DEFINE = re.compile(r"flags\.DEFINE_\w+\(\s*\"(\w+)\"")
+TRAIN_ONLY = "(`experiments.train` only)"
+
+
+def _flag_tables():
+    """README's flag tables: {launcher: {flag name: the row's cells}}.
+
+    A flag table is one whose header row starts with ``| flag``; its launcher is the one its
+    header names (``| flag of `experiments.X` |``), else the one of the heading above it
+    (``## Flags of `experiments.train` `` or ``### `experiments.X` ``). A first cell may list
+    several backticked flags, comma-separated.
+    """
+    tables, heading, lines = {}, None, _readme().splitlines()
+    for number, line in enumerate(lines):
+        if line.startswith("#"):
+            named = re.fullmatch(r"(?:## Flags of|###) `experiments\.(\w+)`", line.strip())
+            heading = named.group(1) if named else None
+        if not line.startswith("| flag"):
+            continue
+        named = re.match(r"\| flag of `experiments\.(\w+)`", line)
+        launcher = named.group(1) if named else heading
+        assert launcher, f"README.md line {number + 1}: a flag table that names no launcher"
+        assert launcher not in tables, f"README.md line {number + 1}: a second table of {launcher}"
+        rows = tables[launcher] = {}
+        for row in lines[number + 2:]:
+            if not row.startswith("|"):
+                break
+            cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", row.strip()[1:-1])]
+            names = re.findall(r"`--(\w+)`", cells[0])
+            assert names, f"README.md: a row of the {launcher} table names no flag: {row}"
+            for name in names:
+                assert name not in rows, f"README.md: {launcher} lists --{name} twice"
+                rows[name] = cells
+    return tables
+
+
+def _source(*parts):
+    with open(os.path.join(ROOT, *parts), encoding="utf-8") as handle:
+        return handle.read()
+
+
+def _launcher_flags():
+    """{launcher: its flag names}, read from the source of every ``experiments`` module run as a
+    program (not imported: the launchers' absl flags would clash in one process)."""
+    from jaxrnn import config as config_lib
+    config_flags = set(DEFINE.findall(_source("experiments", "common.py"))) | {
+        field.name for field in dataclasses.fields(config_lib.Config)}
+    launchers = {}
+    for path in sorted(glob.glob(os.path.join(ROOT, "experiments", "*.py"))):
+        source = _source(path)
+        if not re.search(r'^if __name__ == "__main__":', source, flags=re.M):
+            continue
+        names = set(DEFINE.findall(source))
+        if "common.define_config_flags()" in source:
+            names |= config_flags
+        launchers[os.path.basename(path)[:-3]] = names
+    return launchers
+
+
+def test_flag_tables_match_the_flags():
+    """Every launcher has a flag table in README.md listing exactly the flags it defines; the
+    launchers that take the training flags (sweep, compare_backward) list their own and take the
+    rows of the train table not marked "`experiments.train` only"."""
+    tables, launchers = _flag_tables(), _launcher_flags()
+    assert {"train", "sample", "evaluate", "gradcheck", "gradient_flow", "study", "sweep",
+            "plot_runs", "text_quality", "compare_backward"} <= set(launchers)
+    assert set(tables) == set(launchers), \
+        f"launchers without a README flag table: {sorted(set(launchers) - set(tables))}; " \
+        f"tables of no launcher: {sorted(set(tables) - set(launchers))}"
+    shared = {name for name, cells in tables["train"].items() if TRAIN_ONLY not in cells[-1]}
+    wrong = []
+    for launcher, defined in sorted(launchers.items()):
+        listed = set(tables[launcher])
+        if launcher != "train" and "common.define_config_flags()" in _source(
+                "experiments", f"{launcher}.py"):
+            listed |= shared
+        if listed - defined:
+            wrong.append(f"experiments.{launcher}: README lists flags it does not define: "
+                         f"{', '.join(sorted(listed - defined))}")
+        if defined - listed:
+            wrong.append(f"experiments.{launcher}: README misses flags it defines: "
+                         f"{', '.join(sorted(defined - listed))}")
+    assert not wrong, "\n".join(wrong)
+
+
+def _readme_value(text, like):
+    """A cell of README's train table (e.g. `0.9,0.05,0.05` in backticks) as a value of the type
+    of ``like``."""
+    text = text.strip().strip("`")
+    if isinstance(like, bool):
+        return {"True": True, "False": False}.get(text, text)
+    if isinstance(like, tuple):
+        return tuple(float(part) for part in text.split(","))
+    return type(like)(text)
+
+
+def test_train_table_defaults_are_the_config_defaults():
+    """The train table's default column is `Config()`, its quick column `PRESETS["quick"]`."""
+    from jaxrnn import config as config_lib
+    rows, defaults, wrong = _flag_tables()["train"], config_lib.Config(), []
+    quick = config_lib.PRESETS["quick"]
+    for field in dataclasses.fields(config_lib.Config):
+        if field.name not in rows:
+            wrong.append(f"--{field.name}: no row")
+            continue
+        default = getattr(defaults, field.name)
+        _, default_cell, quick_cell, _ = rows[field.name]
+        if _readme_value(default_cell, default) != default:
+            wrong.append(f"--{field.name}: README default {default_cell}, Config() {default!r}")
+        readme_quick = _readme_value(quick_cell, default) if quick_cell else None
+        if readme_quick != quick.get(field.name):
+            wrong.append(f"--{field.name}: README quick preset {quick_cell or 'empty'}, "
+                         f"PRESETS['quick'] {quick.get(field.name, 'unset')!r}")
+    assert rows["preset"][1] == "`default`"
+    assert not wrong, "\n".join(wrong)

@@ -111,8 +111,13 @@ def test_explored_finds_main_effects_and_interactions():
 
 
 def test_plot_runs_launcher_draws_and_rejects_bad_folders(tmp_path, capsys):
+    """experiments.plot_runs imported for this test only: its absl flags (--plot, as
+    experiments.gradient_flow and experiments.text_quality name theirs) are removed on exit, so
+    that other launchers run in this process can define flags of the same names."""
+    import importlib
+    import sys
+
     from absl import flags as absl_flags
-    from experiments import plot_runs
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.jsonl").write_text(
@@ -121,12 +126,21 @@ def test_plot_runs_launcher_draws_and_rejects_bad_folders(tmp_path, capsys):
             {"kind": "val", "step": 10, "loss": 3.1, "elapsed_seconds": 1.5},
             {"kind": "train", "step": 20, "loss": 2.5, "elapsed_seconds": 2.0}]) + "\n")
     out = tmp_path / "curves.png"
-    absl_flags.FLAGS(["plot_runs", f"--runs={run}", f"--out={out}"])
-    plot_runs.main([])
-    assert out.stat().st_size > 1000
-    absl_flags.FLAGS(["plot_runs", f"--runs={tmp_path}", f"--out={out}"])
-    with pytest.raises(Exception, match="has no metrics.jsonl"):
+    defined_before = set(absl_flags.FLAGS)
+    sys.modules.pop("experiments.plot_runs", None)
+    plot_runs = importlib.import_module("experiments.plot_runs")
+    try:
+        absl_flags.FLAGS(["plot_runs", f"--run_dirs={run}", f"--plot={out}"])
         plot_runs.main([])
+        assert out.stat().st_size > 1000
+        absl_flags.FLAGS(["plot_runs", f"--run_dirs={tmp_path}", f"--plot={out}"])
+        with pytest.raises(Exception, match="has no metrics.jsonl"):
+            plot_runs.main([])
+    finally:
+        absl_flags.FLAGS.unparse_flags()
+        for name in set(absl_flags.FLAGS) - defined_before:
+            delattr(absl_flags.FLAGS, name)
+        sys.modules.pop("experiments.plot_runs", None)
 
 
 def test_wall_time_groups_fit_their_steps_once_and_keep_them(tmp_path, small_text, monkeypatch):
