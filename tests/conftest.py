@@ -49,3 +49,24 @@ def small_text():
     lines = [f"line {index}: the quick brown fox jumps over the lazy dog {index % 7}.\n"
              for index in range(120)]
     return "".join(lines)
+
+
+_CHILDREN = []  # processes the running test started (`track`)
+
+
+def track(process):
+    """Register a subprocess a test starts (``from conftest import track``): if it is still
+    running when the test ends, pass or fail, it is killed, so no training process outlives its
+    test."""
+    _CHILDREN.append(process)
+    return process
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes():
+    yield
+    while _CHILDREN:
+        process = _CHILDREN.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()

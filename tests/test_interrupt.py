@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import track
 
 from experiments import common
 from jaxrnn import checkpoint, config as config_lib, data, loop, runstate, train
@@ -32,29 +33,15 @@ def _quiet(*args):
     pass
 
 
-_STARTED = []  # every training process a test starts; a failing test must not leave one behind
-
-
-@pytest.fixture(autouse=True)
-def _end_leftover_processes():
-    yield
-    while _STARTED:
-        process = _STARTED.pop()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
 def _start(tmp_path, name, *extra, env=None):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT, encoding="utf-8")
     argv = ["-m", "experiments.train", f"--data={corpus}", *FLAGS,
             f"--output_dir={tmp_path / name}", *extra]
-    _STARTED.append(subprocess.Popen(
+    return track(subprocess.Popen(
         [sys.executable, *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, env={**os.environ, "PYTHONUNBUFFERED": "1", "JAX_PLATFORMS": "cpu",
                         **(env or {})}))
-    return _STARTED[-1]
 
 
 def _wait_for_line(process, fragment, timeout=240):
@@ -145,7 +132,7 @@ def test_sweep_stops_cleanly_and_says_so(tmp_path):
          f"--output_dir={tmp_path / 'sweep'}"], cwd=ROOT, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1", "JAX_PLATFORMS": "cpu"})
-    _STARTED.append(process)
+    track(process)
     _wait_for_line(process, "step 10/3000")
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=300)

@@ -17,6 +17,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from conftest import track
 
 from jaxrnn import checkpoint, runstate
 
@@ -36,19 +37,6 @@ def _free_port():
         return probe.getsockname()[1]
 
 
-_STARTED = []  # every training process a test starts; a failing test must not leave one behind
-
-
-@pytest.fixture(autouse=True)
-def _end_leftover_processes():
-    yield
-    while _STARTED:
-        process = _STARTED.pop()
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
 def _train(tmp_path, output_dirs, *extra):
     """Start the processes (one per output folder; several: a multi-process run)."""
     corpus = tmp_path / "corpus.txt"
@@ -64,7 +52,7 @@ def _train(tmp_path, output_dirs, *extra):
              f"--output_dir={output_dir}", *multi, *extra], cwd=ROOT, env=ENV, stdout=log,
             stderr=subprocess.STDOUT))
         processes[-1].log_path = log.name
-        _STARTED.append(processes[-1])
+        track(processes[-1])
     return processes
 
 
