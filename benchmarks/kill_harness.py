@@ -149,11 +149,21 @@ def _run_kills(kills, seed, slow_save, work, log, processes):
                                        f"reference (step {step})")
         shutil.rmtree(work / "run")
 
+    def committed():
+        """Whether the run has a committed checkpoint to resume from. A run killed before its
+        first save committed leaves a folder without one (and maybe a metrics.jsonl): it is
+        started afresh, as a user would with --overwrite; --resume would be refused."""
+        if (folder / "checkpoint.json").exists():
+            return True
+        shutil.rmtree(work / "run", ignore_errors=True)
+        return False
+
     while summary["kills"] < kills:
         attempt += 1
         log_path = work / f"round-{attempt % 2}.log"
+        resume = committed()
         with open(log_path, "w") as out:
-            process = subprocess.Popen(_command(work, "run", folder.exists()), cwd=ROOT,
+            process = subprocess.Popen(_command(work, "run", resume), cwd=ROOT,
                                        env=_env(work, slow_save), stdout=out,
                                        stderr=subprocess.STDOUT)
         processes.append(process)
@@ -199,8 +209,9 @@ def _run_kills(kills, seed, slow_save, work, log, processes):
     if folder.exists():  # let the last run finish: it must equal the reference
         attempt += 1
         log_path = work / "final.log"
+        resume = committed()
         with open(log_path, "w") as out:
-            process = subprocess.Popen(_command(work, "run", True), cwd=ROOT, env=_env(work, 0),
+            process = subprocess.Popen(_command(work, "run", resume), cwd=ROOT, env=_env(work, 0),
                                        stdout=out, stderr=subprocess.STDOUT)
         processes.append(process)
         process.wait(timeout=900)
