@@ -111,24 +111,27 @@ def test_dropout_masks_keep_one_minus_rate_scaled_by_its_inverse(x64, rate, dtyp
 
 
 @functools.partial(jax.jit, static_argnames=("arch", "backward", "rate"))
-def _losses_and_states(params, inputs, targets, key, *, arch, backward, rate):
-    """``loss_fn`` with dropout ``rate`` and without: ((loss, final_state), (loss, final_state))."""
-    return (jaxrnn.loss_fn(params, inputs, targets, arch=arch, backward=backward, dropout=rate,
-                           dropout_key=key),
-            jaxrnn.loss_fn(params, inputs, targets, arch=arch, backward=backward))
+def _losses_and_states(params, inputs, targets, key, state=None, *, arch, backward, rate):
+    """``loss_fn`` from ``state`` (None: zeros) with dropout ``rate`` and without:
+    ((loss, final_state), (loss, final_state))."""
+    return (jaxrnn.loss_fn(params, inputs, targets, state, arch=arch, backward=backward,
+                           dropout=rate, dropout_key=key),
+            jaxrnn.loss_fn(params, inputs, targets, state, arch=arch, backward=backward))
 
 
 @functools.partial(jax.jit, static_argnames=("arch", "rate"))
-def _masked_forward_loss(params, inputs, targets, key, *, arch, rate):
-    """The dropout loss built by hand from public pieces: each layer `jaxrnn.unroll` on the
-    previous layer's output times its mask from `make_dropout_masks` (one-hot characters into
-    layer 0), then the output layer and the mean cross-entropy."""
+def _masked_forward_loss(params, inputs, targets, key, state=None, *, arch, rate):
+    """The dropout loss built by hand from public pieces: each layer `jaxrnn.unroll` (from its
+    carry in ``state``, None: zeros) on the previous layer's output times its mask from
+    `make_dropout_masks` (one-hot characters into layer 0), then the output layer and the mean
+    cross-entropy."""
     hidden = model.hidden_size_of(params)
     masks = model.make_dropout_masks(key, rate, len(params["layers"]),
                                      (*inputs.T.shape, hidden), params["W_hy"].dtype)
     x = jax.nn.one_hot(inputs.T, V, dtype=params["W_hy"].dtype)          # (T, B, V)
     for index, layer in enumerate(params["layers"]):
-        hiddens, _ = jaxrnn.unroll([layer], x, arch=arch, backward="autodiff")
+        hiddens, _ = jaxrnn.unroll([layer], x, None if state is None else (state[index],),
+                                   arch=arch, backward="autodiff")
         x = hiddens * masks[index]                                        # (T, B, H)
     log_probs = model.output_log_probs(params, x)
     return -jnp.take_along_axis(log_probs, targets.T[..., None], axis=-1).mean()
@@ -161,6 +164,30 @@ def test_dropout_is_on_layer_outputs_only(arch):
         (_, dropped), (_, plain) = _losses_and_states(*one_layer, key, arch=arch,
                                                       backward=backward, rate=rate)
         _assert_trees_close(dropped, plain, 1e-6, f"{backward}: 1-layer model")
+
+
+@pytest.mark.parametrize("arch", jaxrnn.ARCHS)
+def test_dropout_leaves_the_carried_state_alone(arch):
+    """Truncated BPTT hands each window the state the previous window left; dropout must not
+    touch it either (the test above starts from zeros, where masking the incoming state changes
+    nothing). From a non-zero state, 2 layers, both backward modes: the dropout loss is that of
+    the masked forward built by hand from the same state, and layer 0's final state is the one
+    without dropout."""
+    rate, key = 0.4, jax.random.key(5)
+    params, inputs, targets = _problem(arch, 2)
+    zeros = jaxrnn.init_state(arch, inputs.shape[0], 8, 2)
+    leaves, treedef = jax.tree.flatten(zeros)
+    state = treedef.unflatten([0.8 * jax.random.normal(jax.random.key(20 + index), leaf.shape)
+                               for index, leaf in enumerate(leaves)])
+    expected = _masked_forward_loss(params, inputs, targets, key, state, arch=arch, rate=rate)
+    # Not vacuous: the state matters to the hand-built loss.
+    assert abs(float(expected) - float(_masked_forward_loss(
+        params, inputs, targets, key, arch=arch, rate=rate))) > 1e-3
+    for backward in ("manual", "autodiff"):
+        (loss, dropped), (_, plain) = _losses_and_states(
+            params, inputs, targets, key, state, arch=arch, backward=backward, rate=rate)
+        np.testing.assert_allclose(loss, expected, rtol=1e-6, err_msg=backward)
+        _assert_trees_close(dropped[0], plain[0], 1e-6, f"{backward}: layer 0 of 2")
 
 
 def test_consecutive_train_steps_draw_different_masks():
