@@ -332,7 +332,7 @@ def fit_to_wall_time(config, seconds, num_runs=1, *, log=print):
                                warmup_steps=min(config.warmup_steps, steps // 4))
 
 
-def _fitted(study, group, config, seeds, overrides, log):
+def _fitted(group, config, seeds, overrides, log):
     """A wall-time group's config with its number of steps fitted (`fit_to_wall_time`). Every
     group is timed before any trains (so the timings are taken on an otherwise idle machine,
     one after the other), and the fitted steps are kept in ``<group>/steps.json``: a resumed
@@ -434,7 +434,7 @@ def run(study, output_dir, *, seeds=(0, 1, 2), overrides=None, log=print, after_
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     configs = [group_config(study, group, output_dir, overrides) for group in study.groups]
-    configs = [_fitted(study, group, config, seeds, overrides, log)
+    configs = [_fitted(group, config, seeds, overrides, log)
                for group, config in zip(study.groups, configs)]
     results = []
     for index, (group, config) in enumerate(zip(study.groups, configs)):
