@@ -7,7 +7,11 @@ studies and `experiments.train` run: manual BPTT, Adam, global-norm clip) for ``
 per call, timed interleaved block by block (`benchmarks.common.time_interleaved`). The bound is
 the recurrent GEMM of one time step: K separate (B, H) x (H, G) products against one batched
 (K, B, H) x (K, H, G) ``einsum`` (what vmap makes of it), each timed in a chain of T dependent
-calls. Prints a table and, with --json, writes every block.
+calls. Each side's achieved GEMM rate is its chars/s times the GEMM FLOPs one character costs
+(`gemm_flops_per_char`: the recurrent and output-layer GEMMs of the forward pass and their two
+backward GEMMs each; the input layer is a gather), so the table says how close each program runs
+to the batched-GEMM bound and how much a perfect vmap could gain at most. Prints a table and,
+with --json, writes every block.
 """
 import math
 
@@ -30,6 +34,13 @@ flags.DEFINE_string("json", "", "write the results to this JSON file")
 FLAGS = flags.FLAGS
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def gemm_flops_per_char(arch, hidden, vocab_size=65):
+    """FLOPs of the GEMMs of one training character of a one-layer model: forward h @ W_h
+    (H x G·H) and h @ W_out (H x V), and for each its input and weight gradients (3 GEMMs of the
+    same size, 2 FLOPs per multiply-add)."""
+    return 3 * 2 * (hidden * GATES[arch] * hidden + hidden * vocab_size)
 
 
 def _streams(batch_size, seq_len, vocab_size=65, windows=8, seed=0):
@@ -100,17 +111,27 @@ def main(argv):
             gemm = measure_gemm(hidden, GATES[arch], FLAGS.num_runs, FLAGS.batch_size,
                                 FLAGS.seq_len, FLAGS.repeats)
             vm, seq = training["vmapped"], training["one by one"]
+            flops = gemm_flops_per_char(arch, hidden)
+            achieved = {name: side["rate_median"] * flops / 1e9
+                        for name, side in training.items()}
+            bound = gemm["batched"]["rate_median"] / achieved["one by one"]
             rows.append([arch, hidden, FLAGS.num_runs,
                          common.fmt_spread(vm["rate_median"], vm["rate_min"], vm["rate_max"]),
                          common.fmt_spread(seq["rate_median"], seq["rate_min"], seq["rate_max"]),
                          f"{vm['rate_median'] / seq['rate_median']:.2f}x",
                          f"{gemm['batched']['rate_median']:.0f}",
-                         f"{gemm['separate']['rate_median']:.0f}", f"{steal:.1f}"])
+                         f"{gemm['separate']['rate_median']:.0f}",
+                         f"{achieved['vmapped']:.0f} / {achieved['one by one']:.0f}",
+                         f"{bound:.2f}x", f"{steal:.1f}"])
             records.append({"arch": arch, "hidden_size": hidden, "num_runs": FLAGS.num_runs,
                             "batch_size": FLAGS.batch_size, "seq_len": FLAGS.seq_len,
-                            "training": training, "gemm": gemm, "steal_pct": steal})
+                            "training": training, "gemm": gemm,
+                            "gemm_flops_per_char": flops, "achieved_gemm_gflops": achieved,
+                            "vmap_gain_bound": bound, "steal_pct": steal})
     common.print_table(["arch", "H", "K", "vmapped chars/s (summed)", "one by one chars/s",
-                        "ratio", "batched GEMM GFLOP/s", "separate GEMMs GFLOP/s", "steal %"],
+                        "ratio", "batched GEMM GFLOP/s", "separate GEMMs GFLOP/s",
+                        "achieved GEMM GFLOP/s vmapped / one by one",
+                        "bound on the ratio (batched GEMM / one by one achieved)", "steal %"],
                        rows)
     if FLAGS.json:
         sysinfo.write_json(FLAGS.json, benchmark="vmap",
