@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.jaxrnn-installed
+# make test / test-all run the suite as JOBS pytest processes at once (tests/run_shards.py)
+JOBS ?= 2
 
 .PHONY: setup train test test-all gradcheck bench clean
 
@@ -24,10 +26,10 @@ train: $(STAMP)
 	$(BIN)/python -m experiments.train $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+	$(BIN)/python tests/run_shards.py --jobs=$(JOBS) -- -q -m "not slow" $(ARGS)
 
 test-all: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python tests/run_shards.py --jobs=$(JOBS) -- -q $(ARGS)
 
 gradcheck: $(STAMP)
 	$(BIN)/python -m experiments.gradcheck $(ARGS)

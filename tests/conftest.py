@@ -10,6 +10,12 @@ launchers the tests start as subprocesses inherit it: many tests and every subpr
 same tiny programs, and a hit replaces a compile of seconds, within one session and the next. The
 cache is keyed by the program, the JAX/jaxlib version and the compile options, so it cannot
 change a result; a clean clone (CI) starts with it empty.
+
+XLA compiles with most optimisations off (``JAX_DISABLE_MOST_OPTIMIZATIONS=1``, also inherited
+by the subprocesses) unless the environment already sets that variable: the tests run tiny
+shapes, where compiling dominates and running does not (a cold ``tests/test_training_semantics.py``
+took 115 s optimised and 47 s not, on 2 cores). The tests check jaxrnn's programs, not XLA's
+optimiser; ``JAX_DISABLE_MOST_OPTIMIZATIONS=0 make test`` runs them fully optimised.
 """
 import os
 
@@ -21,6 +27,9 @@ _CACHE_DIR = os.environ.get("JAXRNN_TEST_CACHE_DIR") or os.path.join(
 os.environ.update(JAX_COMPILATION_CACHE_DIR=_CACHE_DIR,
                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                   JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+jax.config.update("jax_disable_most_optimizations",
+                  os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"].lower() in ("1", "true"))
 jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
@@ -70,3 +79,42 @@ def _no_leftover_processes():
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def _shard_groups(items):
+    """The collected tests in groups that must run in one process: all the tests of a module that
+    use one of its module-scoped fixtures form one group (the fixture is built once), every other
+    test is a group of its own. Order is kept."""
+    groups, by_module = [], {}
+    for item in items:
+        fixture_defs = getattr(getattr(item, "_fixtureinfo", None), "name2fixturedefs", {})
+        shared = any(defs and defs[-1].scope == "module" for defs in fixture_defs.values())
+        if not shared:
+            groups.append([item])
+            continue
+        key = item.module.__name__
+        if key not in by_module:
+            by_module[key] = []
+            groups.append(by_module[key])
+        by_module[key].append(item)
+    return groups
+
+
+def pytest_collection_modifyitems(config, items):
+    """With ``JAXRNN_TEST_SHARD=i/n`` (set by ``tests/run_shards.py``) keep shard i's share: the
+    groups of `_shard_groups`, each given to the shard holding the fewest tests so far."""
+    shard = os.environ.get("JAXRNN_TEST_SHARD")
+    if not shard:
+        return
+    index, count = (int(part) for part in shard.split("/"))
+    sizes, kept = [0] * count, []
+    for group in _shard_groups(items):
+        target = sizes.index(min(sizes))
+        sizes[target] += len(group)
+        if target == index:
+            kept.extend(group)
+    kept_ids = {id(item) for item in kept}
+    deselected = [item for item in items if id(item) not in kept_ids]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+    items[:] = kept
