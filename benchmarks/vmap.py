@@ -8,10 +8,10 @@ per call, timed interleaved block by block (`benchmarks.common.time_interleaved`
 the recurrent GEMM of one time step: K separate (B, H) x (H, G) products against one batched
 (K, B, H) x (K, H, G) ``einsum`` (what vmap makes of it), each timed in a chain of T dependent
 calls. Each side's achieved GEMM rate is its chars/s times the GEMM FLOPs one character costs
-(`gemm_flops_per_char`: the recurrent and output-layer GEMMs of the forward pass and their two
-backward GEMMs each; the input layer is a gather), so the table says how close each program runs
-to the batched-GEMM bound and how much a perfect vmap could gain at most. Prints a table and,
-with --json, writes every block.
+(`common.train_flops`' ``per_char``: the recurrent and output-layer GEMMs of the forward pass
+and their two backward GEMMs each; the input layer is a gather), so the table says how close
+each program runs to the batched-GEMM bound and how much a perfect vmap could gain at most.
+Prints a table and, with --json, writes every block.
 """
 import math
 
@@ -22,6 +22,7 @@ from absl import app, flags
 
 from benchmarks import common, sysinfo
 from jaxrnn import config as config_lib, data, train
+from jaxrnn.cells import get_cell
 
 flags.DEFINE_list("archs", ["lstm"], "cells to measure")
 flags.DEFINE_list("hidden_sizes", ["50", "100", "200"], "H values")
@@ -32,16 +33,6 @@ flags.DEFINE_integer("chunk", 10, "train steps per compiled call")
 flags.DEFINE_integer("repeats", 3, "timed blocks per candidate (median reported)")
 flags.DEFINE_string("json", "", "write the results to this JSON file")
 FLAGS = flags.FLAGS
-
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-
-
-def gemm_flops_per_char(arch, hidden, vocab_size=65):
-    """FLOPs of the GEMMs of one training character of a one-layer model: forward h @ W_h
-    (H x G·H) and h @ W_out (H x V), and for each its input and weight gradients (3 GEMMs of the
-    same size, 2 FLOPs per multiply-add)."""
-    return 3 * 2 * (hidden * GATES[arch] * hidden + hidden * vocab_size)
-
 
 def _streams(batch_size, seq_len, vocab_size=65, windows=8, seed=0):
     ids = np.random.default_rng(seed).integers(0, vocab_size, batch_size * (windows * seq_len + 1))
@@ -108,10 +99,11 @@ def main(argv):
         for hidden in [int(value) for value in FLAGS.hidden_sizes]:
             training, steal = measure_training(arch, hidden, FLAGS.num_runs, FLAGS.batch_size,
                                                FLAGS.seq_len, FLAGS.chunk, FLAGS.repeats)
-            gemm = measure_gemm(hidden, GATES[arch], FLAGS.num_runs, FLAGS.batch_size,
-                                FLAGS.seq_len, FLAGS.repeats)
+            gemm = measure_gemm(hidden, get_cell(arch).num_gates, FLAGS.num_runs,
+                                FLAGS.batch_size, FLAGS.seq_len, FLAGS.repeats)
             vm, seq = training["vmapped"], training["one by one"]
-            flops = gemm_flops_per_char(arch, hidden)
+            flops = common.train_flops(arch, FLAGS.batch_size, FLAGS.seq_len, hidden, 65,
+                                       1)["per_char"]
             achieved = {name: side["rate_median"] * flops / 1e9
                         for name, side in training.items()}
             bound = gemm["batched"]["rate_median"] / achieved["one by one"]

@@ -2,12 +2,13 @@
 -q -m "not slow"`` (what ``make test`` runs).
 
 Compiling XLA programs is most of a cold run and uses one core per process, so on the 2-core
-machine two shards take about half the time of one. Each shard is ``python -m pytest ARGS`` with
-``JAXRNN_TEST_SHARD=i/N`` set; ``tests/conftest.py`` then keeps every N-th group of the collected
-tests (a group is one test, or all the tests of a module that share a module-scoped fixture, so
-that no fixture is built twice). Each shard's output is printed when it ends, then one summary
-line; the exit status is the first non-zero one (a shard that selected no test counts as passed
-unless every shard did).
+machine two shards take about two thirds of the time of one (367 s against 537 s for a cold
+``make test``, BUILD_NOTES.md). Each shard is ``python -m pytest ARGS`` with
+``JAXRNN_TEST_SHARD=i/N`` set; ``tests/conftest.py`` then keeps shard i's groups of the collected
+tests, each group going to the shard with the fewest tests so far (a group is one test, or all
+the tests of a module that share a module-scoped fixture, so that no fixture is built twice).
+Each shard's output is printed when it ends, then one summary line; the exit status is the first
+non-zero one (a shard that selected no test counts as passed unless every shard did).
 """
 import os
 import subprocess
@@ -15,7 +16,9 @@ import sys
 import tempfile
 import time
 
-NO_TESTS_COLLECTED = 5
+import pytest
+
+NO_TESTS_COLLECTED = pytest.ExitCode.NO_TESTS_COLLECTED
 
 
 def main(argv):
