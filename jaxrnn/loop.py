@@ -10,6 +10,7 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn import checkpoint, data, interrupt, parallel, runstate, sample
@@ -302,7 +303,7 @@ def _loss_spikes(losses, threshold=SPIKE_NATS):
     return int(np.sum(jumps[np.isfinite(jumps)] > threshold))
 
 
-def sweep(config, seeds, learning_rates=None, clip_norms=None, *, log=print):
+def sweep(config, seeds, learning_rates=None, clip_norms=None, *, patience=0, log=print):
     """Train every (learning rate, clip threshold, seed) of the grid as one ``jit(vmap)`` program.
 
     All runs share ``config`` except the seed (each run's root key: initialisation, dropout, state
@@ -324,18 +325,40 @@ def sweep(config, seeds, learning_rates=None, clip_norms=None, *, log=print):
     all runs), chars_per_second (the sweep's, summed over runs)) and the final stacked
     `TrainState` s (leading axis: the runs, in the order of ``results``).
 
+    ``patience`` > 0 trains each run *to its best*: every run keeps its own `TrainState` at its
+    lowest validation loss so far (a per-run select on the device after each evaluation), the
+    program stops once no run has improved for ``patience`` evaluations in a row (or at
+    ``num_steps``, the cap), and each run is tested from its own best state. Its result then
+    reports ``val`` and ``test`` at that best evaluation, with ``best_step``, ``best_epoch``
+    (epochs of training characters at that step) and ``train_loss_at_best`` (mean training loss
+    of the ``log_every`` steps before it), and ``last_val`` at the step the program stopped; the
+    returned train states are the best ones. With 0 (the default) every run trains
+    ``num_steps`` and is tested at the end.
+
     A first SIGINT/SIGTERM lets the running chunk finish and raises
     `jaxrnn.interrupt.Interrupted` (not resumable: there are no checkpoints; a study resumes
     from its finished groups).
     """
     with interrupt.deferred_signals() as received:
-        return _sweep(config, seeds, learning_rates, clip_norms, log, received)
+        return _sweep(config, seeds, learning_rates, clip_norms, patience, log, received)
 
 
-def _sweep(config, seeds, learning_rates, clip_norms, log, received):
+@jax.jit
+def _keep_best(improved, best_states, train_states):
+    """Per run, the new state where its validation loss ``improved`` ((S,) bool), else the kept
+    one (every leaf has the runs on its leading axis)."""
+    def select(best, new):
+        return jnp.where(improved.reshape((-1,) + (1,) * (new.ndim - 1)), new, best)
+    return jax.tree.map(select, best_states, train_states)
+
+
+def _sweep(config, seeds, learning_rates, clip_norms, patience, log, received):
     if config.data_parallel:
         raise ConfigError("--data_parallel is not supported by the sweep; drop it (the runs of a "
                           "sweep share the devices as one vmapped program)")
+    if not isinstance(patience, int) or patience < 0:
+        raise ConfigError(f"--patience must be an integer >= 0 (0: train every step), got "
+                          f"{patience!r}")
     if not seeds:
         raise ConfigError("--seeds is empty; give at least one seed, e.g. --seeds=0,1,2")
     if any(not rate > 0 or not np.isfinite(rate) for rate in learning_rates or ()):
@@ -381,6 +404,11 @@ def _sweep(config, seeds, learning_rates, clip_norms, log, received):
     totals = {"clipped": np.zeros(len(runs)), "max_grad_norm": np.zeros(len(runs)),
               "spikes": np.zeros(len(runs), int)}
     last_loss = np.full((len(runs), 1), np.nan)
+    steps_per_epoch = train_lib.epoch_windows(config, num_windows)
+    best = {"val": np.full(len(runs), np.inf), "step": np.zeros(len(runs), int),
+            "train_loss": np.full(len(runs), np.nan), "waited": np.zeros(len(runs), int)}
+    best_states = None       # the first evaluation's copy (the chunks donate the train states)
+    val = np.full(len(runs), np.nan)
     while step < config.num_steps:
         length = _chunk_length(config, step)
         train_states, metrics, seconds = run_chunk(length, train_states, streams, hparams)
@@ -432,12 +460,29 @@ def _sweep(config, seeds, learning_rates, clip_norms, log, received):
                                              "learning_rate": rate,
                                              "clip_norm": _json_number(clip), **report})
             log(f"  val loss over runs {np.nanmin(val):.4f}..{np.nanmax(val):.4f} nats/char")
+            if patience:
+                improved = np.isfinite(val) & (val < best["val"])
+                best_states = _keep_best(jnp.asarray(improved),
+                                         train_states if best_states is None else best_states,
+                                         train_states)
+                best["val"] = np.where(improved, val, best["val"])
+                best["step"] = np.where(improved, step, best["step"])
+                best["train_loss"] = np.where(improved, recent["loss"].mean(axis=1),
+                                              best["train_loss"])
+                best["waited"] = np.where(improved, 0, best["waited"] + 1)
+                if (best["waited"] >= patience).all() and step < config.num_steps:
+                    log(f"  no run improved for {patience} evaluations: stopped at step {step} "
+                        f"of {config.num_steps}")
+                    break
         if received:
             raise interrupt.Interrupted(
                 received[0], f"sweep stopped by {interrupt.signal_name(received[0])} at step "
                 f"{step} of {config.num_steps}; a sweep keeps no checkpoints (its records so far "
                 f"are in {records_path}): run it again to start over", resumable=False)
 
+    last_val = val
+    if patience:
+        train_states, val = best_states, best["val"]
     test = np.asarray(evaluate(train_states.params, eval_streams(config, corpus.test, "test")))
     seconds = time.perf_counter() - start
     uniform = float(np.log(len(corpus.vocab)))
@@ -459,9 +504,14 @@ def _sweep(config, seeds, learning_rates, clip_norms, log, received):
                   "clip_fraction": float(totals["clipped"][index] / step),
                   "max_grad_norm": _json_number(totals["max_grad_norm"][index]),
                   "loss_spikes": int(totals["spikes"][index]),
-                  "steps": step, "seconds": seconds,
+                  "steps": step, "epochs": step / steps_per_epoch, "seconds": seconds,
                   "chars_per_second": step * len(runs) * config.batch_size * config.seq_len
                   / max(train_seconds, 1e-9)}
+        if patience:
+            result.update(best_step=int(best["step"][index]),
+                          best_epoch=float(best["step"][index] / steps_per_epoch),
+                          train_loss_at_best=_json_number(best["train_loss"][index]),
+                          last_val=_json_number(last_val[index]))
         _append_jsonl(records_path, {"kind": "final", "sweep_id": sweep_id, **result})
         results.append(result)
     log(f"{len(runs)} runs in {_format_seconds(seconds)}; records: {records_path}")

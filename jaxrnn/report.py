@@ -2,6 +2,10 @@
 ``experiments.plot_runs``: runs are flattened into rows, seeds aggregated as mean and standard
 deviation, and curves read back from each run's ``metrics.jsonl``. No training here.
 
+Every table reports the seeds of a row as mean ± sample standard deviation, the 95 % Student-t
+interval of its mean test loss, and whether it differs from the row with the lowest mean test
+loss (Welch's t-test over seeds at 5 %, `jaxrnn.stats`): "not distinguishable" otherwise.
+
 Plots use matplotlib's Agg canvas directly (no pyplot, no display, no global figure state).
 """
 import json
@@ -10,6 +14,8 @@ import pathlib
 from typing import Dict, List, Sequence
 
 import numpy as np
+
+from jaxrnn import stats
 
 LN2 = math.log(2.0)
 
@@ -33,6 +39,7 @@ def flatten(results):
     for group in results:
         for run in group["runs"]:
             rows.append({**group["labels"], **run, "group": group.get("runs_dir", group["group"]),
+                         "note": group.get("note"),
                          "num_params": group.get("num_params"),
                          "vocab_size": group.get("vocab_size"),
                          "batch_chars": group["config"]["batch_size"]
@@ -55,11 +62,9 @@ def aggregate(rows, keys):
 
 
 def mean_std(values):
-    """(mean, std, count) of the finite values (NaN, 0 when there are none)."""
-    finite = [value for value in values if value is not None and np.isfinite(value)]
-    if not finite:
-        return float("nan"), 0.0, 0
-    return float(np.mean(finite)), float(np.std(finite)), len(finite)
+    """(mean, sample std, count) of the finite values (NaN, 0 when there are none)."""
+    summary = stats.summarize(values)
+    return summary.mean, summary.std, summary.count
 
 
 def best_learning_rates(rows, keys):
@@ -79,6 +84,19 @@ def best_learning_rates(rows, keys):
     return config_keys, best
 
 
+def learning_rate_choice(rows, config_keys, config, best):
+    """How the reported learning rate of one configuration was chosen: the group's own note
+    (a rate handed over from a bracketing group), else whether the rates tried for it bracket
+    ``best`` (`jaxrnn.studies.bracket_status`)."""
+    from jaxrnn.studies import bracket_status
+    group = [row for row in rows if _key(row, config_keys) == config]
+    notes = [row["note"] for row in group if row.get("note")]
+    if notes:
+        return max(notes, key=len)     # a later phase's note repeats the earlier one's and adds
+    tried = sorted({row["learning_rate"] for row in group})
+    return f"{bracket_status(tried, best)} ({', '.join(f'{rate:g}' for rate in tried)})"
+
+
 def selected_rows(study, rows):
     """The rows the table reports: all, or only each configuration's best learning rate."""
     if not study.best_lr:
@@ -95,22 +113,84 @@ def _format(mean, std, count, digits, total):
     return text if count == total else f"{text} ({count}/{total})"
 
 
+def _test_losses(group):
+    return [_field(row, ("test", "loss")) for row in group]
+
+
+def _versus(group, best_group):
+    """The tested-difference cell of a row against the table's (or part's) best row with at
+    least two seeds."""
+    if group is best_group:
+        return "best"
+    test = stats.welch(_test_losses(group), _test_losses(best_group))
+    if test is None:
+        return "untested (< 2 seeds)"
+    verdict = "worse" if test.p < stats.ALPHA else "not distinguishable"
+    return f"{verdict} (p={test.p:.2g})"
+
+
+def _diverged(group):
+    count = sum(bool(row["diverged"]) for row in group)
+    if len(group) < 2:
+        return str(count)
+    low, high = stats.wilson(count, len(group))
+    return f"{count}/{len(group)} [{low:.2f}, {high:.2f}]"
+
+
 def table(study, results):
-    """The study's markdown table: one row per configuration, mean ± std over seeds."""
-    rows = selected_rows(study, flatten(results))
+    """The study's markdown table: one row per configuration, mean ± sample std over seeds, the
+    95 % interval of the test loss and the tested difference from the best row (of the same
+    ``part`` when the study has parts)."""
+    all_rows = flatten(results)
+    rows = selected_rows(study, all_rows)
     keys = study.table_keys
+    config_keys, best_rates = best_learning_rates(all_rows, keys) if study.best_lr else ((), {})
+    to_best = any("best_step" in row for row in rows)
     titles = [key.replace("_", " ") + (" (best)" if key == "learning_rate" and study.best_lr
                                        else "") for key in keys]
-    titles += ["seeds", "diverged"] + [title for title, _, _, _ in METRICS]
+    titles += (["learning rate chosen"] if study.best_lr else []) + ["seeds", "diverged"]
+    titles += [title for title, _, _, _ in METRICS[:1]] + ["test 95% CI", "vs best (Welch, 5%)"]
+    titles += [title for title, _, _, _ in METRICS[1:]]
+    titles += (["epochs at best", "train - val at best"] if to_best else [])
     titles += ["params", "wall s (group)", "chars/s (group, all runs)"]
+    configurations = aggregate(rows, keys)
+    # `_versus` tells the best row by identity: the same lists as the table's rows.
+    rows = [row for _, group in configurations for row in group]
+    parts = aggregate(rows, ("part",)) if "part" in keys else [((), rows)]
+    best_of_part = {}
+    for part, part_rows in parts:
+        # The reference is the best row with at least two seeds (else the best row at all).
+        candidates = [item for item in configurations
+                      if not part or _key(item[1][0], ("part",)) == part]
+        tested = [item for item in candidates if mean_std(_test_losses(item[1]))[2] >= 2]
+        best_of_part[part] = min(tested or candidates,
+                                 key=lambda item: mean_std(_test_losses(item[1]))[0]
+                                 if mean_std(_test_losses(item[1]))[2] else math.inf)[1]
     lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
-    for values, group in aggregate(rows, keys):
+    for values, group in configurations:
+        part = _key(group[0], ("part",)) if "part" in keys else ()
         cells = [_cell(value) for value in values]
-        cells += [str(len(group)), str(sum(row["diverged"] for row in group))]
-        for _, path, digits, scale in METRICS:
+        if study.best_lr:
+            config = _key(group[0], config_keys)
+            cells.append(learning_rate_choice(all_rows, config_keys, config, best_rates[config]))
+        cells += [str(len(group)), _diverged(group)]
+        for index, (_, path, digits, scale) in enumerate(METRICS):
             values = [_field(row, path) for row in group]
             cells.append(_format(*mean_std([None if value is None else scale * value
                                             for value in values]), digits, len(group)))
+            if index == 0:
+                summary = stats.summarize(_test_losses(group))
+                cells.append("n/a" if summary.half_width is None else
+                             f"[{summary.mean - summary.half_width:.4f}, "
+                             f"{summary.mean + summary.half_width:.4f}]")
+                cells.append(_versus(group, best_of_part[part]))
+        if to_best:
+            cells.append(_format(*mean_std([row.get("best_epoch") for row in group]), 1,
+                                 len(group)))
+            cells.append(_format(*mean_std(
+                [None if row.get("train_loss_at_best") is None or _field(row, ("val", "loss"))
+                 is None else row["train_loss_at_best"] - row["val"]["loss"]
+                 for row in group]), 4, len(group)))
         cells += [f"{group[0]['num_params']:,}" if group[0].get("num_params") else "n/a",
                   f"{group[0]['seconds']:.0f}", f"{group[0]['chars_per_second']:,.0f}"]
         lines.append("| " + " | ".join(cells) + " |")

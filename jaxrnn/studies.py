@@ -20,7 +20,7 @@ import functools
 import json
 import math
 import pathlib
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, NamedTuple, Optional, Tuple
 
 import jax
 import numpy as np
@@ -29,7 +29,8 @@ from jaxrnn import checkpoint, config as config_lib, data, files, loop, model, r
 from jaxrnn import train as train_lib
 from jaxrnn.errors import ConfigError
 
-BUDGETS = ("quick", "full")
+BUDGETS = ("quick", "full", "to_best")
+LR_FACTOR = 3.0   # a learning-rate grid whose best lies on its edge is extended by this factor
 REACH_WINDOW, REACH_STREAMS = 200, 16   # characters and streams of the gradient-reach window
 RESULT_FILE = "result.json"
 STEPS_FILE = "steps.json"   # a wall-time group's fitted steps (`_fitted`)
@@ -42,7 +43,8 @@ class Group(NamedTuple):
     name: folder name inside the study's output folder, e.g. ``"lstm-equal_hidden"``.
     labels: the values that identify the configuration in tables, e.g. ``{"arch": "lstm"}``.
     overrides: `Config` fields of this group on top of the study's base settings.
-    learning_rates, clip_norms: the vmapped grid (every pair, times every seed).
+    learning_rates, clip_norms: the vmapped grid (every pair, times every seed); a derived group
+        (``derive``) may leave its learning rates to be resolved.
     seeds: the group's own seeds, e.g. ``(0,)`` for a one-seed grid; None: the study's
         (``--seeds``).
     same_as: the name of an earlier group of the study with the identical program, whose runs
@@ -50,6 +52,18 @@ class Group(NamedTuple):
     wall_seconds: a wall-time budget for the group's training steps: its number of steps is
         set from the step time measured on this machine (`fit_to_wall_time`), unless the caller
         overrides ``num_steps``.
+    patience: > 0 trains every run to its best validation loss (`jaxrnn.loop.sweep`): the
+        group stops once no run improved for this many evaluations (``num_steps`` is the cap)
+        and each run is tested from its own best state.
+    bracket: how many times the learning-rate grid may be extended (`bracket_learning_rate`):
+        while the best rate (lowest mean validation loss over seeds) is the highest (lowest)
+        rate tried, a one-rate group at LR_FACTOR times (over) it is trained.
+    derive: ``derive(done) -> {Group field: value}``, fields resolved from the results of
+        earlier groups when this group is reached (``done``: group name -> its results, the
+        group's own and its learning-rate extensions'), e.g. the learning rate an earlier
+        group bracketed or the dropout that validated best; ``overrides`` and ``labels`` it
+        returns are merged into the group's own.
+    note: how the group's derived values were chosen, shown in the study's table.
     """
 
     name: str
@@ -60,6 +74,10 @@ class Group(NamedTuple):
     seeds: Optional[Tuple[int, ...]] = None
     same_as: Optional[str] = None
     wall_seconds: Optional[float] = None
+    patience: int = 0
+    bracket: int = 0
+    derive: Optional[Callable] = None
+    note: Optional[str] = None
 
 
 class Study(NamedTuple):
@@ -296,17 +314,109 @@ def _capacity(budget, vocab_size):
                  plots=("curves", "curves_wall"), samples=True)
 
 
+# The trained-to-best cell comparisons: the learning-rate phase's short runs (steps), then runs
+# trained until no run of the group improved its validation loss for ``patience`` evaluations
+# (every ``eval_every`` steps) or the cap of ``cap`` steps. ``to_best``: at B = 64 an epoch of
+# Tiny Shakespeare is 312 steps, so the LR phase is ~1.9 epochs and the cap ~15.4 epochs.
+_TO_BEST = {
+    "quick": dict(lr_steps=40, cap=100, eval_every=20, patience=2, bracket=1, scale=1 / 8),
+    "to_best": dict(lr_steps=600, cap=4800, eval_every=300, patience=2, bracket=2, scale=1.0),
+}
+_LR_GRID = (1e-3, 3e-3, 1e-2)
+
+
+def _cell_comparison(budget, vocab_size, *, reference_hidden, batch_size, dropouts, depth,
+                     question):
+    """Groups comparing the vanilla RNN (tanh), LSTM and GRU (and, with ``depth``, a two-layer
+    LSTM) at the parameter count of a one-layer LSTM of ``reference_hidden`` units.
+
+    1. ``lr-<model>``: one seed at the middle dropout of ``dropouts``, the rates of _LR_GRID for
+       ``lr_steps`` steps, the grid extended while its best is on an edge (`Group.bracket`).
+    2. With several ``dropouts``: ``<model>-dropout<p>``, seed 0 at each dropout, trained to its
+       best at the bracketed rate; then ``<model>-seeds``, the other seeds at the dropout that
+       validated best. With one dropout: ``<model>-trained``, every seed at it.
+    Groups are ordered phase by phase for the three cells, then the two-layer LSTM's phases, so
+    that a partial study has every cell's earlier phases.
+    """
+    size = _TO_BEST["quick" if budget == "quick" else "to_best"]
+    reference_hidden = max(4, int(reference_hidden * size["scale"]))
+    target = param_count("lstm", vocab_size, reference_hidden)
+    models = [("rnn", 1), ("lstm", 1), ("gru", 1)] + ([("lstm", 2)] if depth else [])
+    lr_phase = dict(num_steps=size["lr_steps"], eval_every=size["lr_steps"] // 2,
+                    warmup_steps=size["lr_steps"] // 12)
+    trained = dict(num_steps=size["cap"], eval_every=size["eval_every"])
+    phases = {model: ([], [], []) for model in models}
+    for arch, layers in models:
+        hidden = (reference_hidden if (arch, layers) == ("lstm", 1)
+                  else hidden_for_params(arch, vocab_size, target, layers))
+        model_name = arch if layers == 1 else f"{arch}-L{layers}"
+        labels = {"model": model_name, "hidden_size": hidden}
+        overrides = {"arch": arch, "num_layers": layers, "hidden_size": hidden}
+        rate_source = f"lr-{model_name}"
+        lr_dropout = dropouts[len(dropouts) // 2]
+        phase = phases[(arch, layers)]
+        phase[0].append(Group(rate_source, {"part": "lr", **labels, "dropout": lr_dropout},
+                               {**overrides, **lr_phase, "dropout": lr_dropout}, _LR_GRID,
+                               seeds=(0,), bracket=size["bracket"]))
+        if len(dropouts) == 1:
+            phase[1].append(Group(f"{model_name}-trained",
+                                   {"part": "trained", **labels, "dropout": dropouts[0]},
+                                   {**overrides, **trained, "dropout": dropouts[0]}, (),
+                                   patience=size["patience"], derive=best_rate_of(rate_source)))
+            continue
+        sources = []
+        for dropout in dropouts:
+            sources.append(f"{model_name}-dropout{dropout:g}")
+            phase[1].append(Group(sources[-1], {"part": "trained", **labels, "dropout": dropout},
+                                   {**overrides, **trained, "dropout": dropout}, (),
+                                   seeds=(0,), patience=size["patience"],
+                                   derive=best_rate_of(rate_source)))
+        phase[2].append(Group(f"{model_name}-seeds", {"part": "trained", **labels},
+                               {**overrides, **trained}, (), seeds=(1, 2),
+                               patience=size["patience"],
+                               derive=best_setting_of(tuple(sources), "dropout", rate_source)))
+    base = {**_COMMON, "batch_size": batch_size, "log_every": size["eval_every"] // 2,
+            "warmup_steps": 50 if budget != "quick" else 4}
+    # The three cells phase by phase, then the two-layer LSTM's phases.
+    order = [[phases[model] for model in models[:3]], [phases[model] for model in models[3:]]]
+    groups = tuple(group for part in order for index in range(3) for model in part
+                   for group in model[index])
+    return Study(question, base, groups,
+                 ("part", "model", "hidden_size", "dropout", "learning_rate"), best_lr=True,
+                 plots=("curves",), samples=True)
+
+
+def _cells_108k(budget, vocab_size):
+    return _cell_comparison(
+        budget, vocab_size, reference_hidden=128, batch_size=32, dropouts=(0.0,), depth=False,
+        question="Vanilla RNN, LSTM or GRU at ~108 k parameters, each at its bracketed learning "
+                 "rate and trained to its best validation loss?")
+
+
+def _cells_720k(budget, vocab_size):
+    return _cell_comparison(
+        budget, vocab_size, reference_hidden=384, batch_size=64, dropouts=(0.0, 0.25, 0.5),
+        depth=True,
+        question="Vanilla RNN, LSTM, GRU and a two-layer LSTM at the main job's ~0.72 M "
+                 "parameters, each at its bracketed learning rate and validated dropout, "
+                 "trained to its best validation loss?")
+
+
 STUDIES = {"architectures": _architectures, "activations": _activations, "seq_len": _seq_len,
            "hyperparams": _hyperparams, "clipping": _clipping, "schedules": _schedules,
-           "capacity": _capacity}
+           "capacity": _capacity, "cells_108k": _cells_108k, "cells_720k": _cells_720k}
+# The budgets each study has (the trained-to-best comparisons have no fixed-step ``full``).
+STUDY_BUDGETS = {name: ("quick", "full") for name in STUDIES}
+STUDY_BUDGETS.update(cells_108k=("quick", "to_best"), cells_720k=("quick", "to_best"))
 
 
 def make_study(name, budget, vocab_size):
     """The `Study` ``name`` at ``budget`` for a corpus of ``vocab_size`` symbols."""
     if name not in STUDIES:
         raise ConfigError(f"unknown study {name!r}; choose one of {', '.join(STUDIES)}")
-    if budget not in BUDGETS:
-        raise ConfigError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
+    if budget not in STUDY_BUDGETS[name]:
+        raise ConfigError(f"study {name} has no budget {budget!r}; choose one of "
+                          f"{', '.join(STUDY_BUDGETS[name])}")
     return STUDIES[name](budget, vocab_size)
 
 
@@ -362,7 +472,7 @@ def run_group(study, group, config, seeds, *, log=print):
     """Train one group (all its runs as one vmapped program), save the best run's checkpoint and
     a sample of it, and commit ``result.json``; returns the result."""
     results, train_states = loop.sweep(config, seeds, group.learning_rates, group.clip_norms,
-                                       log=log)
+                                       patience=group.patience, log=log)
     vocab = data.load_corpus(config.data, config.split).vocab
     finite = [index for index, run in enumerate(results) if run["val"]["loss"] is not None]
     best = min(finite, key=lambda index: results[index]["val"]["loss"]) if finite else None
@@ -392,7 +502,7 @@ def run_group(study, group, config, seeds, *, log=print):
     result = {"group": group.name, "labels": group.labels, "config": config.to_dict(),
               "gradient_reach": reach,
               "runs": results, "best_run": None if best is None else results[best]["run"],
-              "sample": text, "vocab_size": len(vocab), "num_params": param_count(config.arch, len(vocab),
+              "sample": text, "note": group.note, "vocab_size": len(vocab), "num_params": param_count(config.arch, len(vocab),
                                                         config.hidden_size, config.num_layers)}
     _write_json(pathlib.Path(config.output_dir) / RESULT_FILE, result)
     return result
@@ -429,32 +539,146 @@ def run_study(name, budget, output_dir, *, seeds=(0, 1, 2), overrides=None, log=
 
 def run(study, output_dir, *, seeds=(0, 1, 2), overrides=None, log=print, after_group=None):
     """Train every group of ``study`` that has no ``result.json`` yet; returns the list of group
-    results (loaded for the groups finished earlier). ``after_group(study, results)`` is called
-    after each group trained (e.g. to redraw the report as results arrive)."""
+    results (loaded for the groups finished earlier), each group followed by its learning-rate
+    extensions (`bracket_learning_rate`). ``after_group(study, results)`` is called after each
+    group trained (e.g. to redraw the report as results arrive)."""
     output_dir = pathlib.Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    configs = [group_config(study, group, output_dir, overrides) for group in study.groups]
-    configs = [_fitted(group, config, seeds, overrides, log)
-               for group, config in zip(study.groups, configs)]
-    results = []
-    for index, (group, config) in enumerate(zip(study.groups, configs)):
-        done = pathlib.Path(config.output_dir) / RESULT_FILE
-        if done.exists():
-            results.append(json.loads(done.read_text()))
-            log(f"[{index + 1}/{len(configs)}] {group.name}: done earlier, loaded {done}")
-            continue
-        if group.same_as is not None:
-            source = next(result for result in results if result["group"] == group.same_as)
-            result = {**source, "group": group.name, "labels": group.labels,
-                      "runs_dir": source.get("runs_dir", group.same_as)}
-            _write_json(done, result)
-            results.append(result)
-            log(f"[{index + 1}/{len(configs)}] {group.name}: the same program as "
-                f"{group.same_as}, whose runs it reports")
-            continue
-        log(f"[{index + 1}/{len(configs)}] {group.name}")
-        group_seeds = list(seeds) if group.seeds is None else list(group.seeds)
-        results.append(run_group(study, group, config, group_seeds, log=log))
+    # Wall-time groups are timed before any group trains (`_fitted`); derived groups are
+    # resolved when they are reached.
+    configs = {group.name: _fitted(group, group_config(study, group, output_dir, overrides),
+                                   seeds, overrides, log)
+               for group in study.groups if group.derive is None}
+    results, done = [], {}
+    for index, group in enumerate(study.groups):
+        if group.derive is not None:
+            group = _derived(group, done)
+            config = group_config(study, group, output_dir, overrides)
+        else:
+            config = configs[group.name]
+        where = f"[{index + 1}/{len(study.groups)}] {group.name}"
+        group_results = [_train_or_load(study, group, config, seeds, done, where, log)]
+        if group.bracket:
+            group_results += bracket_learning_rate(study, group, group_results[0], output_dir,
+                                                   seeds, overrides, log)
+        done[group.name] = group_results
+        results.extend(group_results)
         if after_group is not None:
             after_group(study, results)
     return results
+
+
+def _derived(group, done):
+    """``group`` with the fields its ``derive`` resolves from the earlier results ``done``;
+    ``overrides`` and ``labels`` are merged into the group's own."""
+    fields = group.derive(done)
+    for name in ("overrides", "labels"):
+        if name in fields:
+            fields[name] = {**getattr(group, name), **fields[name]}
+    return group._replace(derive=None, **fields)
+
+
+def _train_or_load(study, group, config, seeds, done, where, log):
+    """A group's result: loaded when its ``result.json`` exists, reported from its ``same_as``
+    group, or trained (`run_group`)."""
+    path = pathlib.Path(config.output_dir) / RESULT_FILE
+    if path.exists():
+        log(f"{where}: done earlier, loaded {path}")
+        return json.loads(path.read_text())
+    if group.same_as is not None:
+        source = done[group.same_as][0]
+        result = {**source, "group": group.name, "labels": group.labels,
+                  "runs_dir": source.get("runs_dir", group.same_as)}
+        _write_json(path, result)
+        log(f"{where}: the same program as {group.same_as}, whose runs it reports")
+        return result
+    log(where)
+    return run_group(study, group, config, list(seeds) if group.seeds is None
+                     else list(group.seeds), log=log)
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning rates: bracketed by the runner, handed to later groups
+# ---------------------------------------------------------------------------------------------
+def mean_val_by_rate(group_results):
+    """``{learning rate: mean validation loss over its seeds}`` over the runs of one or more
+    group results; a diverged run or one without a finite validation loss counts as inf."""
+    losses = {}
+    for result in group_results:
+        for run in result["runs"]:
+            loss = run["val"]["loss"]
+            bad = run["diverged"] or loss is None or not math.isfinite(loss)
+            losses.setdefault(run["learning_rate"], []).append(INF if bad else loss)
+    return {rate: float(np.mean(values)) for rate, values in losses.items()}
+
+
+def bracket_status(rates_tried, best):
+    """"bracketed" when a lower and a higher rate than ``best`` were tried (and, being
+    ``best``, it beat them), else which edge of the grid it sits on."""
+    if len(rates_tried) < 2:
+        return "one rate tried"
+    if min(rates_tried) < best < max(rates_tried):
+        return "bracketed"
+    return "top edge" if best == max(rates_tried) else "bottom edge"
+
+
+def next_rate(rate_losses, factor=LR_FACTOR):
+    """The learning rate that extends a grid whose best is on its edge (LR_FACTOR beyond it);
+    None when the best is interior."""
+    best = min(rate_losses, key=rate_losses.get)
+    status = bracket_status(list(rate_losses), best)
+    if status == "top edge":
+        return max(rate_losses) * factor
+    if status == "bottom edge":
+        return min(rate_losses) / factor
+    return None
+
+
+def bracket_learning_rate(study, group, result, output_dir, seeds, overrides, log):
+    """Extend ``group``'s learning-rate grid while its best rate is on the grid's edge, up to
+    ``group.bracket`` times: each extension is a one-rate group ``<name>-lr<rate>`` with the
+    same seeds and settings (its own ``result.json``, so an interrupted study resumes it).
+    Returns the extensions' results."""
+    if len(group.learning_rates) < 2:
+        raise ConfigError(f"group {group.name} brackets its learning rate but its grid has "
+                          f"{len(group.learning_rates)} rate; give it at least two")
+    extensions = []
+    for _ in range(group.bracket):
+        rate = next_rate(mean_val_by_rate([result] + extensions))
+        if rate is None:
+            break
+        extension = group._replace(name=f"{group.name}-lr{rate:.3g}", learning_rates=(rate,),
+                                   bracket=0, derive=None, same_as=None)
+        config = group_config(study, extension, output_dir, overrides)
+        log(f"  {group.name}: best learning rate on the grid's edge, extending to {rate:.3g}")
+        extensions.append({**_train_or_load(study, extension, config, seeds, {},
+                                            f"  {extension.name}", log),
+                           "bracket_of": group.name})
+    return extensions
+
+
+def best_rate_of(source):
+    """A `Group.derive` giving the group the best learning rate of the earlier group
+    ``source`` and its extensions (with the bracket's status in the group's note)."""
+    def derive(done):
+        losses = mean_val_by_rate(done[source])
+        rate = min(losses, key=losses.get)
+        return {"learning_rates": (rate,),
+                "note": f"lr from {source} ({bracket_status(list(losses), rate)}: "
+                        + ", ".join(f"{value:.3g}" for value in sorted(losses)) + ")"}
+    return derive
+
+
+def best_setting_of(sources, field, rate_source):
+    """A `Group.derive`: the learning rate of ``rate_source`` (`best_rate_of`) and the value of
+    the `Config` ``field`` (also a label) of whichever of the earlier groups ``sources`` has the
+    lowest mean validation loss."""
+    def derive(done):
+        fields = best_rate_of(rate_source)(done)
+        losses = {name: min(mean_val_by_rate(done[name]).values()) for name in sources}
+        winner = min(losses, key=losses.get)
+        value = done[winner][0]["config"][field]
+        fields["note"] += f"; {field} {value:g} validated best of " + ", ".join(
+            f"{done[name][0]['config'][field]:g}" for name in sources)
+        return {**fields, "overrides": {field: value}, "labels": {field: value}}
+    return derive

@@ -9,8 +9,8 @@ import pytest
 from jaxrnn import report, studies
 
 
-@pytest.mark.parametrize("name", sorted(studies.STUDIES))
-@pytest.mark.parametrize("budget", studies.BUDGETS)
+@pytest.mark.parametrize("name,budget", [(name, budget) for name in sorted(studies.STUDIES)
+                                         for budget in studies.STUDY_BUDGETS[name]])
 def test_every_study_definition_builds_valid_configs(tmp_path, name, budget):
     study = studies.make_study(name, budget, vocab_size=65)
     assert study.groups and len({group.name for group in study.groups}) == len(study.groups)
