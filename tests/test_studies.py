@@ -2,11 +2,13 @@
 and plots; an interrupted study resumes without redoing finished groups."""
 import json
 import math
+import pathlib
 
 import numpy as np
 import pytest
 
 from jaxrnn import report, studies
+from jaxrnn.errors import ConfigError
 
 
 @pytest.mark.parametrize("name,budget", [(name, budget) for name in sorted(studies.STUDIES)
@@ -176,3 +178,93 @@ def test_wall_time_groups_fit_their_steps_once_and_keep_them(tmp_path, small_tex
     timed.clear()
     again = studies.run(study, tmp_path / "out", overrides={"data": str(corpus)}, log=print)
     assert timed == [] and again[0]["runs"][0]["steps"] == 24
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning rates bracketed by the runner; later groups derive their rate and dropout
+# ---------------------------------------------------------------------------------------------
+def _fake_trainer(val_of_rate, trained):
+    """A `studies.run_group` stand-in: each run's validation loss is ``val_of_rate(rate)`` (plus
+    a seed offset), no training; ``trained`` collects the groups it was asked to train."""
+    def run_group(study, group, config, seeds, *, log=print):
+        trained.append((group.name, tuple(group.learning_rates), config.dropout))
+        runs = [{"run": f"lr{rate:g}-seed{seed}", "seed": seed, "learning_rate": rate,
+                 "clip_norm": 5.0, "diverged": False, "seconds": 1.0, "chars_per_second": 1.0,
+                 "val": {"loss": val_of_rate(rate, config.dropout) + 1e-3 * seed},
+                 "test": {"loss": val_of_rate(rate, config.dropout)}}
+                for rate in group.learning_rates for seed in seeds]
+        result = {"group": group.name, "labels": group.labels, "config": config.to_dict(),
+                  "runs": runs, "note": group.note}
+        studies._write_json(pathlib.Path(config.output_dir) / studies.RESULT_FILE, result)
+        return result
+    return run_group
+
+
+def _bracket_study(grid=(1e-3, 3e-3, 1e-2), bracket=2):
+    rate_group = studies.Group("lr", {"part": "lr"}, {"dropout": 0.25}, grid, seeds=(0,),
+                               bracket=bracket)
+    dropout_groups = tuple(
+        studies.Group(f"d{dropout:g}", {"part": "trained", "dropout": dropout},
+                      {"dropout": dropout}, (), seeds=(0,), derive=studies.best_rate_of("lr"))
+        for dropout in (0.0, 0.5))
+    seeds_group = studies.Group("seeds", {"part": "trained"}, {}, (), seeds=(1, 2),
+                                derive=studies.best_setting_of(("d0", "d0.5"), "dropout", "lr"))
+    return studies.Study("bracket?", {"hidden_size": 4}, (rate_group,) + dropout_groups
+                         + (seeds_group,), ("part", "dropout", "learning_rate"), best_lr=True)
+
+
+@pytest.mark.parametrize("optimum,extended,status", [
+    (3e-3, [], "bracketed"),                          # interior best: no extension
+    (0.05, [3e-2, 9e-2], "bracketed"),                # top edge, closed by the second extension
+    (1e-4, [1e-3 / 3, 1e-3 / 9], "bottom edge"),      # bottom edge, still open after two
+])
+def test_runner_extends_a_learning_rate_grid_whose_best_is_on_its_edge(
+        tmp_path, monkeypatch, optimum, extended, status):
+    trained = []
+    monkeypatch.setattr(studies, "run_group", _fake_trainer(
+        lambda rate, dropout: 2.0 + math.log(rate / optimum) ** 2 + dropout, trained))
+    results = studies.run(_bracket_study(), tmp_path, seeds=(0,), log=lambda _: None)
+    extensions = [rates[0] for name, rates, _ in trained if name.startswith("lr-lr")]
+    np.testing.assert_allclose(extensions, extended, rtol=1e-6)
+    assert [result["bracket_of"] for result in results if "bracket_of" in result] \
+        == ["lr"] * len(extended)
+    losses = studies.mean_val_by_rate([r for r in results if r["group"].startswith("lr")])
+    best = min(losses, key=losses.get)
+    assert studies.bracket_status(list(losses), best) == status
+    # The later groups take the bracketed rate, and the seeds group the dropout that validated
+    # best (0: the fake loss grows with dropout); the table says how each rate was chosen.
+    derived = [(name, rates, dropout) for name, rates, dropout in trained
+               if not name.startswith("lr")]
+    assert [rates for _, rates, _ in derived] == [(best,)] * 3
+    assert derived[-1] == ("seeds", (best,), 0.0)
+    table = report.table(_bracket_study(), results)
+    assert f"{status} (" in table and "dropout 0 validated best of 0, 0.5" in table
+    # Resuming trains nothing again, extensions included.
+    trained.clear()
+    again = studies.run(_bracket_study(), tmp_path, seeds=(0,), log=lambda _: None)
+    assert trained == [] and len(again) == len(results)
+
+
+def test_a_bracketing_group_needs_two_rates(tmp_path, monkeypatch):
+    monkeypatch.setattr(studies, "run_group", _fake_trainer(lambda rate, dropout: 2.0, []))
+    with pytest.raises(ConfigError, match="at least two"):
+        studies.run(_bracket_study(grid=(1e-3,)), tmp_path, seeds=(0,), log=lambda _: None)
+
+
+def test_table_reports_intervals_and_tested_differences():
+    def group(name, losses):
+        return {"group": name, "labels": {"arch": name}, "config": {"batch_size": 1,
+                                                                    "seq_len": 1},
+                "runs": [{"run": f"s{seed}", "seed": seed, "learning_rate": 1e-3,
+                          "diverged": seed == 9, "val": {"loss": loss}, "test": {"loss": loss},
+                          "seconds": 1.0, "chars_per_second": 1.0}
+                         for seed, loss in enumerate(losses)]}
+    study = studies.Study("t?", {}, (), ("arch",))
+    text = report.table(study, [group("a", [1.0, 1.1, 1.2]), group("b", [2.0, 2.1, 2.2]),
+                                group("c", [1.15, 1.3, 1.05]), group("d", [0.5])])
+    lines = {line.split(" | ")[0][2:]: line for line in text.splitlines()[2:]}
+    assert "| best |" in lines["a"] and "[0.8516, 1.3484]" in lines["a"]   # t(2) = 4.303
+    assert "worse (p=0.0" in lines["b"]
+    assert "not distinguishable (p=" in lines["c"]
+    assert "untested (< 2 seeds)" in lines["d"]          # one seed: never the reference either
+    assert "1.1000 ± 0.1000" in lines["a"]                # sample standard deviation (ddof 1)

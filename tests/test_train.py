@@ -272,3 +272,38 @@ def test_state_reset_probability_one_starts_every_window_from_zeros(tmp_path, sm
     state, _ = step(train.init_train_state(carried, len(set(small_text))), streams)
     _, metrics = step(state, streams)
     assert abs(float(metrics["loss"]) - float(expected)) > 1e-4
+
+
+def test_sweep_to_best_tests_each_run_at_its_own_best_evaluation(tmp_path):
+    """``patience`` > 0: each vmapped run keeps its own state at its lowest validation loss and
+    is tested from it; the group stops once no run improved for ``patience`` evaluations.
+
+    The corpus over-fits on purpose: the training split repeats one random string, the held-out
+    splits are fresh random text with the same letter frequencies, so the validation loss falls
+    (the frequencies) and then rises (memorised continuations) -- sooner at the higher rate."""
+    rng = np.random.default_rng(0)
+    letters, shares = np.array(list("abcdefgh")), [0.4, 0.2, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05]
+    text = "".join(rng.choice(letters, 97, p=shares)) * 40 + "".join(
+        rng.choice(letters, 440, p=shares))
+    config = _config(tmp_path, text, hidden_size=32, num_steps=150, steps_per_call=5,
+                     eval_every=5, log_every=5, schedule="constant", warmup_steps=0,
+                     random_offsets=False)
+    corpus = data.load_corpus(config.data, config.split)
+    results, states = loop.sweep(config, [0], [3e-2, 1e-3], patience=2, log=_quiet)
+    records = [json.loads(line) for line in
+               (tmp_path / "run" / "sweep.jsonl").read_text().splitlines()]
+    for index, result in enumerate(results):
+        evaluations = [record for record in records
+                       if record["kind"] == "val" and record["run"] == result["run"]]
+        best = min(evaluations, key=lambda record: record["loss"])
+        assert result["best_step"] == best["step"] and result["val"]["loss"] == best["loss"]
+        assert result["last_val"] == evaluations[-1]["loss"]
+        # The returned state is that evaluation's: its step, validation and test losses.
+        assert int(states.step[index]) == best["step"]
+        params = jax.tree.map(lambda leaf: leaf[index], states.params)
+        np.testing.assert_allclose(loop.evaluate_split(config, params, corpus.val, "val"),
+                                   best["loss"], rtol=1e-5)
+        np.testing.assert_allclose(loop.evaluate_split(config, params, corpus.test, "test"),
+                                   result["test"]["loss"], rtol=1e-5)
+    assert results[0]["best_step"] != results[1]["best_step"]    # a selection per run
+    assert results[0]["steps"] < config.num_steps                 # stopped by patience
