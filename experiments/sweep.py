@@ -18,6 +18,9 @@ flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds of the runs (integers)")
 flags.DEFINE_list("learning_rates", [], "peak learning rates of the runs; empty: --learning_rate")
 flags.DEFINE_list("clip_norms", [], "clip thresholds of the runs (inf: no clipping); empty: "
                   "--clip_norm")
+flags.DEFINE_integer("patience", 0, "train each run to its best: stop when no run's validation "
+                     "loss improved for this many evaluations and test every run from its own "
+                     "best state (0: train all --num_steps, test the last)", lower_bound=0)
 FLAGS = flags.FLAGS
 
 
@@ -42,12 +45,15 @@ def main(argv):
     from jaxrnn import loop
     results, _ = loop.sweep(config, _parse(FLAGS.seeds, int, "seeds"),
                             _parse(FLAGS.learning_rates, float, "learning_rates"),
-                            _parse(FLAGS.clip_norms, float, "clip_norms", allow_inf=True))
+                            _parse(FLAGS.clip_norms, float, "clip_norms", allow_inf=True),
+                            patience=FLAGS.patience)
     print("| learning rate | clip | seed | train loss | val nats/char | val bpc | test nats/char "
           "| test bpc | clipped |\n|---|---|---|---|---|---|---|---|---|")
     for run in results:
         note = "" if run["diverged_at_step"] is None else \
             f" (diverged at step {run['diverged_at_step']})"
+        if "best_step" in run:
+            note += f" (best at step {run['best_step']})"
         clip = "none" if run["clip_norm"] is None else f"{run['clip_norm']:g}"
         print(f"| {run['learning_rate']:g} | {clip} | {run['seed']} | "
               f"{_cell(run['train_loss'])} | {_cell(run['val']['loss'])} | "
