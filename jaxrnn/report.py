@@ -139,8 +139,8 @@ def _diverged(group):
 
 def table(study, results):
     """The study's markdown table: one row per configuration, mean ± sample std over seeds, the
-    95 % interval of the test loss and the tested difference from the best row (of the same
-    ``part`` when the study has parts)."""
+    95 % interval of the test loss and the tested difference from the best row among the rows
+    that share the study's ``compare_within`` labels."""
     all_rows = flatten(results)
     rows = selected_rows(study, all_rows)
     keys = study.table_keys
@@ -156,19 +156,18 @@ def table(study, results):
     configurations = aggregate(rows, keys)
     # `_versus` tells the best row by identity: the same lists as the table's rows.
     rows = [row for _, group in configurations for row in group]
-    parts = aggregate(rows, ("part",)) if "part" in keys else [((), rows)]
+    within = study.compare_within
     best_of_part = {}
-    for part, part_rows in parts:
+    for part, _ in aggregate(rows, within):
         # The reference is the best row with at least two seeds (else the best row at all).
-        candidates = [item for item in configurations
-                      if not part or _key(item[1][0], ("part",)) == part]
+        candidates = [item for item in configurations if _key(item[1][0], within) == part]
         tested = [item for item in candidates if mean_std(_test_losses(item[1]))[2] >= 2]
         best_of_part[part] = min(tested or candidates,
                                  key=lambda item: mean_std(_test_losses(item[1]))[0]
                                  if mean_std(_test_losses(item[1]))[2] else math.inf)[1]
     lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     for values, group in configurations:
-        part = _key(group[0], ("part",)) if "part" in keys else ()
+        part = _key(group[0], within)
         cells = [_cell(value) for value in values]
         if study.best_lr:
             config = _key(group[0], config_keys)
@@ -310,7 +309,16 @@ def plot_grad_norms(study, results, output_dir, path):
                                       color=line.get_color())
         loss_axis.set_title(_label(panel, study.panels) or "all runs", fontsize=8)
         loss_axis.set_ylabel("train loss (nats/char)")
-        loss_axis.set_ylim(top=min(loss_axis.get_ylim()[1], 2 * math.log(65)))
+        # A fixed loss axis (0 to 2 ln V): runs whose loss blew up are named, not drawn to scale.
+        ceiling = 2 * math.log(panel_rows[0].get("vocab_size") or 65)
+        peaks = [np.nanmax(_series(run_metrics(output_dir, row), "train", "step", "loss")[1],
+                           initial=0.0) for row in panel_rows]
+        loss_axis.set_ylim(0.0, ceiling)
+        above = [peak for peak in peaks if peak > ceiling]
+        if above:
+            loss_axis.text(0.02, 0.97, f"{len(above)} of {len(peaks)} runs leave the axis "
+                           f"(peak logged loss up to {max(above):.1e})", transform=loss_axis.transAxes,
+                           fontsize=6, va="top")
         norm_axis.set_yscale("log")
         norm_axis.set_ylabel("max |g| per log interval (before clipping)")
         for axis in (loss_axis, norm_axis):

@@ -93,6 +93,8 @@ class Study(NamedTuple):
     plots: names of `jaxrnn.report` plots to draw.
     samples: keep a sample of each group's best run.
     panels: table keys whose values get a panel each in the gradient-norm plot.
+    compare_within: labels whose rows are tested against their own best row (the table's "vs
+        best" column, `jaxrnn.report.table`); () compares every row with the table's best.
     explore: ``(part, factors)`` pairs: the runs labelled ``part`` get a hyper-parameters-explored
         table (`jaxrnn.report.explored`) over ``factors``, per arch.
     gradient_reach: measure how far back the gradient of each group's best run reaches
@@ -109,6 +111,7 @@ class Study(NamedTuple):
     gradient_reach: bool = False
     explore: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
     panels: Tuple[str, ...] = ()
+    compare_within: Tuple[str, ...] = ()
 
 
 # Settings every study shares unless it says otherwise: the data pipeline of the main job, no
@@ -183,7 +186,7 @@ def _architectures(budget, vocab_size):
     return Study("Which cell learns Tiny Shakespeare best, at equal hidden size and at equal "
                  "parameter count?", _base(budget), tuple(groups),
                  ("sizing", "arch", "hidden_size", "learning_rate"), best_lr=True,
-                 plots=("curves", "curves_wall"), samples=True)
+                 plots=("curves", "curves_wall"), samples=True, compare_within=("sizing",))
 
 
 def _activations(budget, vocab_size):
@@ -216,7 +219,8 @@ def _seq_len(budget, vocab_size):
     return Study("How does the truncated-BPTT window T change the loss, the speed and how far "
                  "back the gradient reaches, at an equal number of training characters?",
                  _base(budget), tuple(groups), ("arch", "seq_len", "learning_rate"),
-                 plots=("curves", "curves_chars", "gradient_reach"), gradient_reach=True)
+                 plots=("curves", "curves_chars", "gradient_reach"), gradient_reach=True,
+                 compare_within=("arch",))
 
 
 def _hyperparams(budget, vocab_size):
@@ -248,7 +252,7 @@ def _hyperparams(budget, vocab_size):
                  ("part", "arch", "hidden_size", "num_layers", "dropout", "learning_rate",
                   "clip_norm"), plots=("heatmaps", "depth"),
                  explore=(("grid", ("hidden_size", "learning_rate", "clip_norm")),
-                          ("depth", ("num_layers", "dropout"))))
+                          ("depth", ("num_layers", "dropout"))), compare_within=("part", "arch"))
 
 
 def _clipping(budget, vocab_size):
@@ -273,7 +277,8 @@ def _clipping(budget, vocab_size):
                  "gradient norms with no clipping, global-norm clipping at 1, 5, 10 and "
                  "element-wise clipping?", _base(budget, schedule="constant"), tuple(groups),
                  ("arch", "optimizer", "clip_mode", "clip_norm"),
-                 plots=("grad_norms",), panels=("arch", "optimizer"))
+                 plots=("grad_norms",), panels=("arch", "optimizer"),
+                 compare_within=("arch", "optimizer"))
 
 
 def _schedules(budget, vocab_size):
@@ -383,7 +388,7 @@ def _cell_comparison(budget, vocab_size, *, reference_hidden, batch_size, dropou
                    for group in model[index])
     return Study(question, base, groups,
                  ("part", "model", "hidden_size", "dropout", "learning_rate"), best_lr=True,
-                 plots=("curves",), samples=True)
+                 plots=("curves",), samples=True, compare_within=("part",))
 
 
 def _cells_108k(budget, vocab_size):

@@ -259,7 +259,7 @@ def test_table_reports_intervals_and_tested_differences():
                           "diverged": seed == 9, "val": {"loss": loss}, "test": {"loss": loss},
                           "seconds": 1.0, "chars_per_second": 1.0}
                          for seed, loss in enumerate(losses)]}
-    study = studies.Study("t?", {}, (), ("arch",))
+    study = studies.Study("t?", {}, (), ("arch",))             # compared with the best of all
     text = report.table(study, [group("a", [1.0, 1.1, 1.2]), group("b", [2.0, 2.1, 2.2]),
                                 group("c", [1.15, 1.3, 1.05]), group("d", [0.5])])
     lines = {line.split(" | ")[0][2:]: line for line in text.splitlines()[2:]}
