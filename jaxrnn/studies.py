@@ -227,20 +227,30 @@ def _hyperparams(budget, vocab_size):
     small = budget == "quick"
     # Half the steps of the other studies: 63 configurations (27 of them at H=200) must fit the
     # study's 20 minutes on two cores.
-    steps = _SIZES[budget]["steps"] // 2
+    # (quick: 50 steps, evaluated every 25 = steps_per_call, so one compiled chunk length)
+    steps = 50 if small else _SIZES[budget]["steps"] // 2
     short = {"num_steps": steps, "eval_every": steps // 2, "warmup_steps": steps // 16}
     groups = []
     for arch in ("rnn", "lstm"):
-        for hidden in ((8, 16, 32) if small else (50, 100, 200)):
+        for hidden in ((16,) if small else (50, 100, 200)):
             # One seed per grid point: 27 runs per (arch, H) program already.
             groups.append(Group(f"grid-{arch}-H{hidden}",
                                 {"part": "grid", "arch": arch, "hidden_size": hidden,
                                  "num_layers": 1, "dropout": 0.0},
                                 {"arch": arch, "hidden_size": hidden, **short},
                                 (0.1, 0.01, 0.001), (1.0, 5.0, 10.0), seeds=(0,)))
+    # The learning rate x hidden size slice at clip 5 with the study's seeds, its rate grid
+    # extended once where its best is on an edge.
+    for arch in ("rnn", "lstm"):
+        for hidden in ((16,) if small else (50, 100, 200)):
+            groups.append(Group(f"slice-{arch}-H{hidden}",
+                                {"part": "slice", "arch": arch, "hidden_size": hidden,
+                                 "num_layers": 1, "dropout": 0.0},
+                                {"arch": arch, "hidden_size": hidden, **short},
+                                (0.001, 0.01, 0.1), (5.0,), bracket=1))
     hidden = _SIZES[budget]["small_hidden"]
-    for layers in (1, 2, 3):
-        for dropout in (0.0, 0.25, 0.5):
+    for layers in ((1, 2) if small else (1, 2, 3)):
+        for dropout in ((0.0, 0.5) if small else (0.0, 0.25, 0.5)):
             groups.append(Group(f"depth-L{layers}-dropout{dropout:g}",
                                 {"part": "depth", "arch": "lstm", "hidden_size": hidden,
                                  "num_layers": layers, "dropout": dropout},
@@ -261,18 +271,20 @@ def _clipping(budget, vocab_size):
     for arch in ("rnn", "lstm"):
         for optimizer, rate in (("sgd", 1.0), ("adam", 1e-2)):
             extra = {"momentum": 0.0} if optimizer == "sgd" else {}
+            # Plain SGD's outcomes are bimodal (a run explodes or not): 10 seeds at full.
+            seeds = tuple(range(10)) if optimizer == "sgd" and budget == "full" else None
             groups.append(Group(f"{arch}-{optimizer}-global",
                                 {"arch": arch, "optimizer": optimizer, "clip_mode": "global"},
                                 {"arch": arch, "hidden_size": hidden, "optimizer": optimizer,
                                  "learning_rate": rate, "clip_mode": "global", "warmup_steps": 0,
                                  **extra},
-                                (rate,), (1.0, 5.0, 10.0, INF)))
+                                (rate,), (1.0, 5.0, 10.0, INF), seeds=seeds))
             groups.append(Group(f"{arch}-{optimizer}-element",
                                 {"arch": arch, "optimizer": optimizer, "clip_mode": "element"},
                                 {"arch": arch, "hidden_size": hidden, "optimizer": optimizer,
                                  "learning_rate": rate, "clip_mode": "element", "warmup_steps": 0,
                                  **extra},
-                                (rate,), (1.0, 5.0)))
+                                (rate,), (1.0, 5.0), seeds=seeds))
     return Study("What does clipping buy at a high learning rate: divergences, loss spikes and "
                  "gradient norms with no clipping, global-norm clipping at 1, 5, 10 and "
                  "element-wise clipping?", _base(budget, schedule="constant"), tuple(groups),
@@ -324,7 +336,8 @@ def _capacity(budget, vocab_size):
 # (every ``eval_every`` steps) or the cap of ``cap`` steps. ``to_best``: at B = 64 an epoch of
 # Tiny Shakespeare is 312 steps, so the LR phase is ~1.9 epochs and the cap ~15.4 epochs.
 _TO_BEST = {
-    "quick": dict(lr_steps=40, cap=100, eval_every=20, patience=2, bracket=1, scale=1 / 8),
+    "quick": dict(lr_steps=40, cap=60, eval_every=20, patience=2, bracket=1, scale=1 / 8,
+                  batch_size=16),
     "to_best": dict(lr_steps=600, cap=4800, eval_every=300, patience=2, bracket=2, scale=1.0),
 }
 _LR_GRID = (1e-3, 3e-3, 1e-2)
@@ -344,6 +357,8 @@ def _cell_comparison(budget, vocab_size, *, reference_hidden, batch_size, dropou
     that a partial study has every cell's earlier phases.
     """
     size = _TO_BEST["quick" if budget == "quick" else "to_best"]
+    if budget == "quick":       # a first look in under 2 minutes: one dropout, one layer
+        dropouts, depth = dropouts[:1], False
     reference_hidden = max(4, int(reference_hidden * size["scale"]))
     target = param_count("lstm", vocab_size, reference_hidden)
     models = [("rnn", 1), ("lstm", 1), ("gru", 1)] + ([("lstm", 2)] if depth else [])
@@ -380,7 +395,8 @@ def _cell_comparison(budget, vocab_size, *, reference_hidden, batch_size, dropou
                                {**overrides, **trained}, (), seeds=(1, 2),
                                patience=size["patience"],
                                derive=best_setting_of(tuple(sources), "dropout", rate_source)))
-    base = {**_COMMON, "batch_size": batch_size, "log_every": size["eval_every"] // 2,
+    base = {**_COMMON, "batch_size": size.get("batch_size", batch_size),
+            "log_every": size["eval_every"] // 2,
             "warmup_steps": 50 if budget != "quick" else 4}
     # The three cells phase by phase, then the two-layer LSTM's phases.
     order = [[phases[model] for model in models[:3]], [phases[model] for model in models[3:]]]
