@@ -430,9 +430,14 @@ def run_study(name, budget, output_dir, *, seeds=(0, 1, 2), overrides=None, log=
 def run(study, output_dir, *, seeds=(0, 1, 2), overrides=None, log=print, after_group=None):
     """Train every group of ``study`` that has no ``result.json`` yet; returns the list of group
     results (loaded for the groups finished earlier). ``after_group(study, results)`` is called
-    after each group trained (e.g. to redraw the report as results arrive)."""
-    output_dir = pathlib.Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    after each group trained (e.g. to redraw the report as results arrive). ``output_dir`` is
+    locked for the call (`jaxrnn.files.folder_lock`; a caller that writes more into it after,
+    as ``experiments.study`` does, holds the lock around both)."""
+    with files.folder_lock(output_dir, "--output_dir"):
+        return _run(study, pathlib.Path(output_dir), seeds, overrides, log, after_group)
+
+
+def _run(study, output_dir, seeds, overrides, log, after_group):
     configs = [group_config(study, group, output_dir, overrides) for group in study.groups]
     configs = [_fitted(group, config, seeds, overrides, log)
                for group, config in zip(study.groups, configs)]
