@@ -20,8 +20,8 @@ npz; an interrupted save at worst leaves an unnamed npz behind, which the next s
 So a save needs room for one more arrays file (and its records) beside those already there: a
 full disk, an exceeded quota or a failing device (ENOSPC, EDQUOT, EIO) during any of its steps is
 one `jaxrnn.errors.StorageError` line naming the folder, the bytes needed and free, and the
-previous checkpoint, which stays intact. Loading reads the JSON, then the npz it names. Checkpoints of format version 1 (a fixed
-``checkpoint.npz``) still load.
+previous checkpoint, which stays intact. Loading reads the JSON, then the npz it names.
+Checkpoints of format version 1 (a fixed ``checkpoint.npz``) still load.
 
 Several checkpoints share one folder as several commit records naming their npz files:
 ``checkpoint.json`` is always the latest; a save given a ``step`` also commits ``step-<step>.json``
