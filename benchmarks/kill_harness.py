@@ -98,10 +98,16 @@ def _check_records(folder):
 
 
 def run_kills(kills, *, seed=0, slow_save=0.02, work=None, log=print):
-    """The harness (see the module docstring); returns the summary dict."""
+    """The harness (see the module docstring); returns the summary dict. ``work`` (default: a
+    new temporary folder, removed at the end) is locked while the harness runs
+    (`jaxrnn.files.folder_lock`); its runs lock their own folders in it."""
+    from jaxrnn import files
     processes = []
+    own_work = work is None
+    work = pathlib.Path(tempfile.mkdtemp(prefix="kill-harness-") if own_work else work)
     try:
-        return _run_kills(kills, seed, slow_save, work, log, processes)
+        with files.folder_lock(work):
+            return _run_kills(kills, seed, slow_save, work, own_work, log, processes)
     finally:
         for process in processes:  # never leave a run behind
             if process.poll() is None:
@@ -109,10 +115,8 @@ def run_kills(kills, *, seed=0, slow_save=0.02, work=None, log=print):
                 process.wait()
 
 
-def _run_kills(kills, seed, slow_save, work, log, processes):
+def _run_kills(kills, seed, slow_save, work, own_work, log, processes):
     rng = random.Random(seed)
-    own_work = work is None
-    work = pathlib.Path(tempfile.mkdtemp(prefix="kill-harness-") if own_work else work)
     (work / "corpus.txt").write_text(TEXT, encoding="utf-8")
     summary = {"kills": 0, "before_training": 0, "during_training": 0, "inside_save": 0,
                "resumed": 0, "runs_completed": 0, "completed_equal_reference": 0,

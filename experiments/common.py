@@ -10,7 +10,11 @@ import sys
 from absl import app, flags
 
 from jaxrnn import config as config_lib
-from jaxrnn.errors import ConfigError, JaxrnnError
+from jaxrnn.errors import ConfigError, JaxrnnError, StorageError
+
+# How the launchers introduce the command that continues after a `StorageError`, by its rerun.
+_RERUN_LABELS = {"--resume": "resume with", "--overwrite": "start it over with",
+                 "": "run it again with"}
 
 def define_config_flags():
     """One absl flag per Config field, its help the field's ``metadata["help"]`` (defaults shown
@@ -52,10 +56,12 @@ def config_from_flags():
 
 def write_output(path, payload, flag):
     """Write ``payload`` (bytes) to ``path`` atomically (`jaxrnn.files.write_atomically`); an
-    OS error is one ConfigError naming ``flag``."""
+    OS error is one ConfigError naming ``flag``, a full or failing disk a `StorageError`."""
     from jaxrnn import files
     try:
         files.write_atomically(path, payload)
+    except StorageError:
+        raise
     except OSError as error:
         raise ConfigError(f"could not write {flag}={path} ({error.strerror or error}); name a "
                           "writable file") from None
@@ -94,21 +100,35 @@ def run(main):
     app.run(run_main(main), flags_parser=parse_flags)
 
 
-def resume_command(argv=None, module=None):
+def resume_command(argv=None, module=None, flag="--resume"):
     """The command line that continues this run: ``python -m <module> <its flags> --resume``
     (``--resume``/``--noresume`` as given are dropped first); ``module`` defaults to the one
-    run as ``__main__``."""
+    run as ``__main__``. ``flag``: what to add instead, e.g. ``--overwrite`` (whose given forms
+    are dropped too) or ``""``: the command as it was given."""
     argv = sys.argv if argv is None else argv
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     module = module or (spec.name if spec is not None else None)
     head = ["python", "-m", module] if module else ["python", argv[0]]
-    flags_given = [arg for arg in argv[1:] if arg.lstrip("-").split("=")[0]
-                   not in ("resume", "noresume")]
-    return shlex.join(head + flags_given + ["--resume"])
+    dropped = ("resume", "noresume") + (("overwrite", "nooverwrite") if flag == "--overwrite"
+                                        else ())
+    flags_given = [arg for arg in argv[1:] if not flag or arg.lstrip("-").split("=")[0]
+                   not in dropped]
+    return shlex.join(head + flags_given + ([flag] if flag else []))
+
+
+def error_line(error):
+    """The one line a launcher prints for a `JaxrnnError`: ``error: <message>``, and for a
+    `StorageError` whose ``rerun`` is known the command that continues once there is room."""
+    line = f"error: {error}"
+    rerun = getattr(error, "rerun", None)
+    if isinstance(error, StorageError) and rerun in _RERUN_LABELS:
+        line += f", then {_RERUN_LABELS[rerun]}: {resume_command(flag=rerun)}"
+    return line
 
 
 def run_main(main):
-    """Wrap an absl main: user errors print one line to stderr and exit with status 2; a run
+    """Wrap an absl main: user errors (a busy folder and a full disk included) print one line to
+    stderr (`error_line`) and exit with status 2; a run
     stopped by SIGINT/SIGTERM (`jaxrnn.interrupt.Interrupted`) prints what was saved and how to
     resume, and exits with 130/143."""
     from jaxrnn.interrupt import Interrupted
@@ -126,7 +146,7 @@ def run_main(main):
                 print(f"resume with: {resume_command()}", file=sys.stderr)
             sys.exit(stop.exit_code)
         except JaxrnnError as error:
-            print(f"error: {error}", file=sys.stderr)
+            print(error_line(error), file=sys.stderr)
             sys.exit(2)
         except KeyboardInterrupt:
             print("interrupted; the last checkpoint written is intact", file=sys.stderr)

@@ -5,7 +5,8 @@ Studies (grids, fixed settings, vmapped axes) are defined in `jaxrnn.studies`; t
 parses flags. Each group of runs (one vmapped program) writes its runs' ``metrics.jsonl`` and its
 ``result.json``; the study writes ``results.json``, ``table.md``, its PNG plots and
 ``command.txt`` into ``--output_dir``. Re-running a finished study only redraws its outputs; an
-interrupted one resumes with the groups it has not finished.
+interrupted one resumes with the groups it has not finished. The folder is locked from the start
+to the last write: a second study into it stops with one line (`jaxrnn.files.folder_lock`).
 """
 import shlex
 import sys
@@ -33,9 +34,8 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    from jaxrnn import report, studies
-    from jaxrnn.errors import ConfigError
-    from jaxrnn.interrupt import Interrupted
+    from jaxrnn import files
+    from jaxrnn.errors import ConfigError, StorageError
     try:
         seeds = [int(seed) for seed in FLAGS.seeds]
     except ValueError:
@@ -50,6 +50,18 @@ def main(argv):
                          eval_every=max(1, FLAGS.num_steps // 2),
                          log_every=max(1, FLAGS.num_steps // 4),
                          warmup_steps=min(10, FLAGS.num_steps))
+    try:
+        with files.folder_lock(output_dir, "--output_dir"):   # to the last write: command.txt
+            _run(output_dir, seeds, overrides)
+    except StorageError as error:
+        error.rerun = ""                     # the same command resumes with the groups left
+        raise
+
+
+def _run(output_dir, seeds, overrides):
+    """Train the study's unfinished groups, then write its report and ``command.txt``."""
+    from jaxrnn import files, report, studies
+    from jaxrnn.interrupt import Interrupted
     command = "python -m experiments.study " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
 
     def redraw(study, results):
@@ -63,8 +75,7 @@ def main(argv):
                           f"the same command again to resume with the others",
                           resumable=False) from None
     print(report.write_report(study, results, output_dir, command))
-    with open(f"{output_dir}/command.txt", "w", encoding="utf-8") as handle:
-        handle.write(command + "\n")
+    files.write_atomically(f"{output_dir}/command.txt", (command + "\n").encode("utf-8"))
     print(f"results: {output_dir}/results.json, table.md, "
           + ", ".join(f"{name}.png" for name in study.plots))
 

@@ -17,8 +17,11 @@ fsyncs the folder, then atomically replaces ``checkpoint.json`` (the commit poin
 folder again, and only then deletes the npz files the new JSON no longer names. A crash at any
 instant leaves either the old JSON with the old npz (still present) or the new JSON with the new
 npz; an interrupted save at worst leaves an unnamed npz behind, which the next save deletes.
-Loading reads the JSON, then the npz it names. Checkpoints of format version 1 (a fixed
-``checkpoint.npz``) still load.
+So a save needs room for one more arrays file (and its records) beside those already there: a
+full disk, an exceeded quota or a failing device (ENOSPC, EDQUOT, EIO) during any of its steps is
+one `jaxrnn.errors.StorageError` line naming the folder, the bytes needed and free, and the
+previous checkpoint, which stays intact. Loading reads the JSON, then the npz it names.
+Checkpoints of format version 1 (a fixed ``checkpoint.npz``) still load.
 
 Several checkpoints share one folder as several commit records naming their npz files:
 ``checkpoint.json`` is always the latest; a save given a ``step`` also commits ``step-<step>.json``
@@ -158,6 +161,10 @@ def save_checkpoint(directory: os.PathLike, *, state_pytree: Any, metadata: Dict
 
     Raises:
       TypeError: metadata not JSON-serialisable, or a leaf is an object array; nothing is written.
+      jaxrnn.errors.StorageError: the disk is full, a quota is exceeded or the device fails
+        (ENOSPC, EDQUOT, EIO) at any step of the save: one line naming the folder, the bytes the
+        save needed (the arrays file and the records), the bytes free there and the previous
+        checkpoint, which is intact; temp files removed. An OSError, otherwise.
     """
     directory = pathlib.Path(directory)
     arrays, records = _flatten(state_pytree)
@@ -181,6 +188,22 @@ def save_checkpoint(directory: os.PathLike, *, state_pytree: Any, metadata: Dict
         raise ValueError(f"keep must be >= 1, got {keep}")
     record_names = ([step_file_name(step)] if step is not None else []) \
         + ([BEST_FILE] if best else []) + [META_FILE]      # checkpoint.json last: the commit
+    needed = len(npz_bytes) + len(record_names) * len(json_bytes)
+    what = f"saving the checkpoint{'' if step is None else f' of step {step}'} in {directory}"
+    with files.storage_errors(what, needed, directory, note=lambda: describe_latest(directory)):
+        _commit(directory, npz_name, npz_bytes, record_names, json_bytes)
+    _pause()
+    if step is not None:
+        _remove_old_steps(directory, step, keep)
+    _remove_stale_arrays(directory, keep=npz_name)
+    return directory
+
+
+def _commit(directory: pathlib.Path, npz_name: str, npz_bytes: bytes, record_names: list,
+            json_bytes: bytes) -> None:
+    """The writes of a save: every file to an fsynced temp file, the npz renamed first, the
+    records after it (``checkpoint.json`` last: the commit point). On any error the temp files
+    are removed and the error raised; the previous checkpoint is untouched."""
     directory.mkdir(parents=True, exist_ok=True)
     temps = []
     try:
@@ -199,11 +222,20 @@ def save_checkpoint(directory: os.PathLike, *, state_pytree: Any, metadata: Dict
         for tmp in temps:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    _pause()
-    if step is not None:
-        _remove_old_steps(directory, step, keep)
-    _remove_stale_arrays(directory, keep=npz_name)
-    return directory
+
+
+def describe_latest(directory: os.PathLike) -> str:
+    """What a failed write leaves to continue from, for its message: ``the last checkpoint
+    saved, DIR/checkpoint.json (step N), is intact``, or that none was saved in ``directory``."""
+    path = pathlib.Path(directory) / META_FILE
+    if not path.is_file():
+        return f"no checkpoint was saved in {directory} yet"
+    try:
+        step = read_metadata(directory).get("step")
+    except (CheckpointError, AttributeError):
+        step = None
+    return (f"the last checkpoint saved, {path}"
+            + (f" (step {step})" if isinstance(step, int) else "") + ", is intact")
 
 
 def _remove_old_steps(directory: pathlib.Path, step: int, keep: int) -> None:

@@ -25,3 +25,19 @@ class CheckpointError(JaxrnnError, ValueError):
 
 class TrainingDivergedError(JaxrnnError, FloatingPointError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class FolderBusyError(JaxrnnError):
+    """Another process holds the lock of a run or results folder (`jaxrnn.files.folder_lock`)."""
+
+
+class StorageError(JaxrnnError, OSError):
+    """A write failed for lack of room or a failing disk (ENOSPC, EDQUOT, EIO): the message names
+    the folder, the bytes the write needed and those free; what was written before is intact.
+
+    ``rerun``: set by the code that knows how the work continues once there is room -- the flag
+    the same command needs (``"--resume"``, ``"--overwrite"``), ``""`` for the same command as
+    it was, or None (unknown); the launchers then print that command on the same line.
+    """
+
+    rerun = None

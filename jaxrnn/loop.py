@@ -4,6 +4,7 @@
 (pure, jitted); this module only moves data between the host and those functions, prints progress,
 appends metrics to ``<output_dir>/metrics.jsonl`` and keeps ``<output_dir>/checkpoint`` current.
 """
+import contextlib
 import functools
 import json
 import os
@@ -13,10 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn import checkpoint, data, interrupt, parallel, runstate, sample
+from jaxrnn import checkpoint, data, files, interrupt, parallel, runstate, sample
 from jaxrnn import train as train_lib
 from jaxrnn import validate
-from jaxrnn.errors import ConfigError, TrainingDivergedError
+from jaxrnn.errors import ConfigError, FolderBusyError, JaxrnnError, StorageError
+from jaxrnn.errors import TrainingDivergedError
 
 CHECKPOINT_SUBDIR = "checkpoint"
 SPIKE_NATS = 0.5   # a step whose loss exceeds the previous step's by more is a loss spike
@@ -30,14 +32,33 @@ def _finite_or_none(value):
     return None if isinstance(value, float) and not np.isfinite(value) else value
 
 
-def _append_jsonl(path, record):
-    """One JSON line; a non-finite number (a diverged run's loss) is written as null. Only
-    process 0 writes (one copy of the records in a multi-process run)."""
+def _append_jsonl(path, record, checkpoint_dir=None):
+    """One JSON line, whole or not at all (`jaxrnn.files.append_line`); a non-finite number (a
+    diverged run's loss) is written as null. Only process 0 writes (one copy of the records in a
+    multi-process run). A full or failing disk is a `StorageError` that names, with
+    ``checkpoint_dir``, the checkpoint left to resume from."""
     if jax.process_index() != 0:
         return
-    record = _finite_or_none(record)
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, allow_nan=False) + "\n")
+    line = json.dumps(_finite_or_none(record), allow_nan=False) + "\n"
+    note = "" if checkpoint_dir is None else (lambda: checkpoint.describe_latest(checkpoint_dir))
+    with files.storage_errors(f"writing {path}", len(line.encode("utf-8")), path.parent, note):
+        files.append_line(path, line)
+
+
+def _lock_as_writer(held, output_dir):
+    """Take ``output_dir``'s lock (`jaxrnn.files.folder_lock`) into the ExitStack ``held``: in
+    process 0 only, the one that writes. Every process learns whether it was taken, so that with
+    several processes all stop when it was not (one collective; none with one process)."""
+    failure = None
+    if jax.process_index() == 0:
+        try:
+            held.enter_context(files.folder_lock(output_dir, "--output_dir"))
+        except JaxrnnError as error:
+            failure = error
+    if parallel.process_max([failure is not None])[0]:
+        raise failure or FolderBusyError(
+            f"process 0 could not take the lock of --output_dir={output_dir} (its own message "
+            "says why); fix that, then start every process again")
 
 
 def _format_seconds(seconds):
@@ -155,26 +176,38 @@ def train(config, *, log=print, stop_at_step=None, overwrite=False):
     be a multiple of ``eval_every``), as if the run had been interrupted there; the test split is
     not evaluated then. A later call with ``config.resume`` continues exactly.
 
-    Before anything is compiled or written: a memory estimate against the machine, and the output
-    folder (without ``config.resume`` it must not hold another run, unless ``overwrite``;
+    Before anything is compiled or written: a memory estimate against the machine, the output
+    folder's lock (`jaxrnn.files.folder_lock`, taken by process 0 and held until this returns or
+    raises: a second run into the folder gets `FolderBusyError`), then the folder itself (without
+    ``config.resume`` it must not hold another run, unless ``overwrite``;
     `jaxrnn.validate.prepare_output_dir`). A chunk of steps whose loss is not finite or above
     `jaxrnn.validate.divergence_limit` raises `TrainingDivergedError` before anything is saved.
+    A full or failing disk while saving a checkpoint or appending to ``metrics.jsonl`` raises
+    `StorageError` naming the last checkpoint saved (intact), its ``rerun`` set to ``--resume``
+    (``--overwrite`` when none was saved yet).
 
     Checkpoints are saved at each evaluation and every ``checkpoint_every_seconds`` (at the end of
     a chunk). A first SIGINT/SIGTERM lets the running chunk finish, saves a checkpoint at that
     step and raises `jaxrnn.interrupt.Interrupted`; a second one ends the process at once.
     """
-    with interrupt.deferred_signals() as received:
-        return _train(config, log, stop_at_step, received, overwrite)
+    with interrupt.deferred_signals() as received, contextlib.ExitStack() as held:
+        try:
+            return _train(config, log, stop_at_step, received, overwrite, held)
+        except StorageError as error:
+            saved = os.path.exists(os.path.join(config.output_dir, CHECKPOINT_SUBDIR,
+                                                checkpoint.META_FILE))
+            error.rerun = "--resume" if saved else "--overwrite"
+            raise
 
 
-def _train(config, log, stop_at_step, received, overwrite):
+def _train(config, log, stop_at_step, received, overwrite, held):
     corpus = data.load_corpus(config.data, config.split)
     streams = data.make_streams(corpus.train, config.batch_size, config.seq_len,
                                 name="training split")
     num_windows = data.num_windows(streams, config.seq_len)
     validate.check_memory(config.arch, len(corpus.vocab), config.hidden_size, config.num_layers,
                           config.batch_size, config.seq_len, train_lib.dtype_of(config)(0).itemsize)
+    _lock_as_writer(held, config.output_dir)       # before the folder is checked or written
     output_dir = validate.prepare_output_dir(
         config.output_dir, overwrite=overwrite, checkpoint_subdir=CHECKPOINT_SUBDIR,
         run_files=() if config.resume else (f"{CHECKPOINT_SUBDIR}/{checkpoint.META_FILE}",
@@ -233,7 +266,7 @@ def _train(config, log, stop_at_step, received, overwrite):
                       "elapsed_seconds": time.perf_counter() - start}
             if config.skip_nonfinite:
                 record["skipped_steps"] = int(merged["skipped"].sum())
-            _append_jsonl(metrics_path, record)
+            _append_jsonl(metrics_path, record, checkpoint_dir)
             log(f"step {step}/{config.num_steps} epoch {record['epoch']} "
                 f"loss {record['loss']:.4f} |g| {record['grad_norm']:.2f} "
                 f"clipped {100 * record['clip_fraction']:.0f}% lr {record['learning_rate']:.2e} "
@@ -246,7 +279,8 @@ def _train(config, log, stop_at_step, received, overwrite):
             improved = best_val_loss is None or report["loss"] < best_val_loss
             best_val_loss = report["loss"] if improved else best_val_loss
             _append_jsonl(metrics_path, {"kind": "val", "step": step, **report,
-                                         "elapsed_seconds": time.perf_counter() - start})
+                                         "elapsed_seconds": time.perf_counter() - start},
+                          checkpoint_dir)
             log(f"  val loss {report['loss']:.4f} nats/char = {report['bpc']:.3f} bpc, "
                 f"perplexity {train_lib.format_perplexity(report['perplexity'])}")
             text = sample.sample_text(train_state.params, arch=config.arch, vocab=corpus.vocab,
@@ -275,7 +309,7 @@ def _train(config, log, stop_at_step, received, overwrite):
 
     test = train_lib.loss_report(evaluate(train_state.params,
                                           eval_streams(config, corpus.test, "test")))
-    _append_jsonl(metrics_path, {"kind": "test", "step": step, **test})
+    _append_jsonl(metrics_path, {"kind": "test", "step": step, **test}, checkpoint_dir)
     total = time.perf_counter() - start
     log(f"test loss {test['loss']:.4f} nats/char = {test['bpc']:.3f} bpc, perplexity "
         f"{train_lib.format_perplexity(test['perplexity'])}; {_format_seconds(total)} in all; checkpoint: {checkpoint_dir}")
@@ -337,10 +371,16 @@ def sweep(config, seeds, learning_rates=None, clip_norms=None, *, patience=0, lo
 
     A first SIGINT/SIGTERM lets the running chunk finish and raises
     `jaxrnn.interrupt.Interrupted` (not resumable: there are no checkpoints; a study resumes
-    from its finished groups).
+    from its finished groups). ``output_dir`` is locked (`jaxrnn.files.folder_lock`) from before
+    it is first written until this returns; a full or failing disk raises `StorageError`.
     """
-    with interrupt.deferred_signals() as received:
-        return _sweep(config, seeds, learning_rates, clip_norms, patience, log, received)
+    with interrupt.deferred_signals() as received, contextlib.ExitStack() as held:
+        try:
+            return _sweep(config, seeds, learning_rates, clip_norms, patience, log, received,
+                          held)
+        except StorageError as error:
+            error.rerun = ""            # no checkpoints: the same command runs the sweep again
+            raise
 
 
 @jax.jit
@@ -352,7 +392,7 @@ def _keep_best(improved, best_states, train_states):
     return jax.tree.map(select, best_states, train_states)
 
 
-def _sweep(config, seeds, learning_rates, clip_norms, patience, log, received):
+def _sweep(config, seeds, learning_rates, clip_norms, patience, log, received, held):
     if config.data_parallel:
         raise ConfigError("--data_parallel is not supported by the sweep; drop it (the runs of a "
                           "sweep share the devices as one vmapped program)")
@@ -378,12 +418,14 @@ def _sweep(config, seeds, learning_rates, clip_norms, patience, log, received):
     validate.check_memory(config.arch, len(corpus.vocab), config.hidden_size, config.num_layers,
                           config.batch_size, config.seq_len,
                           train_lib.dtype_of(config)(0).itemsize, runs=len(runs))
+    held.enter_context(files.folder_lock(config.output_dir, "--output_dir"))  # before any write
     output_dir = validate.prepare_output_dir(config.output_dir)
     records_path = output_dir / "sweep.jsonl"
     run_paths = [output_dir / "runs" / name / "metrics.jsonl" for name in names]
     for path in run_paths:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("")                          # a rerun of the sweep starts its records anew
+        with files.storage_errors(f"writing {path}", 0, path.parent):
+            path.write_text("")                      # a rerun of the sweep starts its records anew
     sweep_id = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"     # tells two sweeps apart
     train_states = train_lib.init_train_states(config, len(corpus.vocab),
                                                [seed for seed, _, _ in runs])

@@ -8,6 +8,7 @@ loss (Welch's t-test over seeds at 5 %, `jaxrnn.stats`): "not distinguishable" o
 
 Plots use matplotlib's Agg canvas directly (no pyplot, no display, no global figure state).
 """
+import io
 import json
 import math
 import pathlib
@@ -280,7 +281,7 @@ def plot_curves(study, results, output_dir, path, x="step", kind="val", y="bpc",
     axis.grid(alpha=0.3)
     axis.legend(fontsize=6)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    _save_figure(figure, path)
 
 
 def plot_grad_norms(study, results, output_dir, path):
@@ -326,7 +327,7 @@ def plot_grad_norms(study, results, output_dir, path):
             axis.grid(alpha=0.3)
         norm_axis.legend(fontsize=5)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    _save_figure(figure, path)
 
 
 def plot_heatmaps(study, results, output_dir, path, part="grid"):
@@ -356,7 +357,7 @@ def plot_heatmaps(study, results, output_dir, path, part="grid"):
         axis.set_title(f"{arch} H={hidden}: test nats/char", fontsize=8)
     figure.subplots_adjust(left=0.05, right=0.92, bottom=0.18, top=0.88, wspace=0.3)
     figure.colorbar(image, ax=axes, shrink=0.7, pad=0.02)
-    figure.savefig(path, dpi=110)
+    _save_figure(figure, path)
 
 
 def plot_depth(study, results, output_dir, path):
@@ -376,7 +377,7 @@ def plot_depth(study, results, output_dir, path):
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    _save_figure(figure, path)
 
 
 def plot_gradient_reach(study, results, output_dir, path):
@@ -400,7 +401,7 @@ def plot_gradient_reach(study, results, output_dir, path):
     axis.grid(alpha=0.3)
     axis.legend(fontsize=6)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    _save_figure(figure, path)
 
 
 def plot_runs(run_dirs: Sequence[str], path):
@@ -420,7 +421,7 @@ def plot_runs(run_dirs: Sequence[str], path):
         axis.grid(alpha=0.3)
     by_step.legend(fontsize=6)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    _save_figure(figure, path)
 
 
 PLOTS = {"curves": lambda s, r, o, p: plot_curves(s, r, o, p),
@@ -440,6 +441,16 @@ def explore(study, rows):
             analyses[f"{arch}, {part}: {' x '.join(factors)}"] = explored(selected, factors,
                                                                            uniform)
     return analyses
+
+
+def _save_figure(figure, path):
+    """The figure as an image at ``path`` (format from its suffix), written atomically
+    (`jaxrnn.files.write_atomically`: a full disk is a `StorageError`, no half-written image)."""
+    from jaxrnn import files
+    path = pathlib.Path(path)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=path.suffix[1:] or "png", dpi=110)
+    files.write_atomically(path, buffer.getvalue())
 
 
 def write_report(study, results, output_dir, command=None):

@@ -562,8 +562,14 @@ def run(study, output_dir, *, seeds=(0, 1, 2), overrides=None, log=print, after_
     """Train every group of ``study`` that has no ``result.json`` yet; returns the list of group
     results (loaded for the groups finished earlier), each group followed by its learning-rate
     extensions (`bracket_learning_rate`). ``after_group(study, results)`` is called after each
-    group trained (e.g. to redraw the report as results arrive)."""
-    output_dir = pathlib.Path(output_dir)
+    group trained (e.g. to redraw the report as results arrive). ``output_dir`` is locked for
+    the call (`jaxrnn.files.folder_lock`; a caller that writes more into it after, as
+    ``experiments.study`` does, holds the lock around both)."""
+    with files.folder_lock(output_dir, "--output_dir"):
+        return _run(study, pathlib.Path(output_dir), seeds, overrides, log, after_group)
+
+
+def _run(study, output_dir, seeds, overrides, log, after_group):
     output_dir.mkdir(parents=True, exist_ok=True)
     # Wall-time groups are timed before any group trains (`_fitted`); derived groups are
     # resolved when they are reached.

@@ -6,11 +6,14 @@ its absl app, flags and `run_main` wrapper, without paying for a new interpreter
 and compilations each time).
 """
 import contextlib
+import errno
 import io
 import json
 import os
+import pathlib
 import re
 import runpy
+import shlex
 import subprocess
 import sys
 
@@ -25,16 +28,18 @@ def _run(module, *flags, env=None):
                           text=True, timeout=300, env={**os.environ, **(env or {})})
 
 
-def _run_here(module, *flags):
+def _run_here(module, *flags, alter_sys=False):
     """``python -m module flags`` run in this process: the module executes as ``__main__``; the
-    flags it defines are removed afterwards, so the next launcher can define its own."""
+    flags it defines are removed afterwards, so the next launcher can define its own. With
+    ``alter_sys`` it is ``sys.modules["__main__"]`` meanwhile, as under ``python -m`` (what the
+    resume commands the launchers print are made from)."""
     from absl import flags as absl_flags
     defined_before = set(absl_flags.FLAGS)
     stdout, stderr, argv, code = io.StringIO(), io.StringIO(), sys.argv, 0
     sys.argv = [module, *flags]
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-            runpy.run_module(module, run_name="__main__", alter_sys=False)
+            runpy.run_module(module, run_name="__main__", alter_sys=alter_sys)
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     finally:
@@ -196,3 +201,87 @@ def test_sweep_runs_the_grid_and_rejects_bad_lists(corpus, tmp_path):
                            ("--learning_rates=0.1,-1", "--learning_rates must all be > 0 and finite"),
                            ("--clip_norms=1,0", "--clip_norms must all be > 0 (inf: no clipping)")):
         _assert_one_line_error(_run_here("experiments.sweep", *flags, flag), fragment)
+
+
+# ---------------------------------------------------------------------------------------------
+# A full disk (issue 24): one line, exit status 2, and the command that continues once there is
+# room. The failures themselves, at every step of a save: tests/test_full_disk.py.
+# ---------------------------------------------------------------------------------------------
+def test_a_full_disk_during_a_save_is_one_line_and_its_resume_command_continues(
+        corpus, tmp_path, monkeypatch):
+    from jaxrnn import checkpoint
+    output = tmp_path / "run"
+    flags = [f"--data={corpus / 'good.txt'}", "--hidden_size=8", "--batch_size=2",
+             "--seq_len=8", "--num_steps=4", "--steps_per_call=2", "--eval_every=2",
+             "--log_every=2", "--sample_length=5", "--eval_batch_size=2",
+             f"--output_dir={output}"]
+    real_write_temp, arrays = checkpoint._write_temp, []
+
+    def full_at_second_arrays_file(directory, final_name, payload):
+        arrays.extend([final_name] if final_name.endswith(".npz") else [])
+        if len(arrays) == 2 and final_name.endswith(".npz"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write_temp(directory, final_name, payload)
+
+    monkeypatch.setattr(checkpoint, "_write_temp", full_at_second_arrays_file)
+    result = _run_here("experiments.train", *flags, alter_sys=True)
+    _assert_one_line_error(result, f"error: saving the checkpoint of step 4 in {output}/"
+                                   "checkpoint failed (No space left on device, ENOSPC): it needs ")
+    line = result.stderr.strip().splitlines()[-1]
+    assert (f"; the last checkpoint saved, {output}/checkpoint/checkpoint.json (step 2), is "
+            "intact; free space there, then resume with: python -m experiments.train ") in line
+    command = shlex.split(line.split("then resume with: ", 1)[1])
+    assert command == ["python", "-m", "experiments.train", *flags, "--resume"]
+    monkeypatch.undo()                                                 # room again
+    resumed = _run_here(*command[2:])
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from {output}/checkpoint at step 2" in resumed.stdout
+    assert checkpoint.read_metadata(output / "checkpoint")["step"] == 4
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_a_study_holds_its_folder_to_its_last_write_and_reports_a_full_disk(
+        tmp_path, monkeypatch, full):
+    """The study launcher locks --output_dir around training, the report and command.txt (the
+    last write); a full disk while writing its results is one line whose command runs the
+    study again. (Training and the report are stand-ins here: tests/test_studies.py.)"""
+    from jaxrnn import files, report, studies
+    output, seen = tmp_path / "study", []
+    real_write = files.write_atomically
+
+    def run_study(name, budget, output_dir, **options):
+        seen.append(("train", files.locked_by_anyone(output_dir)))
+        return studies.Study("tiny?", {}, (), ("arch",), plots=()), []
+
+    def write_report(study, results, output_dir, command=None):
+        seen.append(("report", files.locked_by_anyone(output_dir)))
+        if full:
+            monkeypatch.setattr(os, "fsync", lambda handle: (_ for _ in ()).throw(
+                OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
+        real_write(pathlib.Path(output_dir) / "results.json", b"{}\n")
+        return "| table |"
+
+    def write_atomically(path, payload):
+        seen.append((os.path.basename(path), files.locked_by_anyone(output)))
+        return real_write(path, payload)
+
+    monkeypatch.setattr(studies, "run_study", run_study)
+    monkeypatch.setattr(report, "write_report", write_report)
+    monkeypatch.setattr(files, "write_atomically", write_atomically)
+    flags = ["--study=schedules", f"--output_dir={output}", "--seeds=0"]
+    result = _run_here("experiments.study", *flags, alter_sys=True)
+    monkeypatch.undo()
+    assert not files.locked_by_anyone(output)
+    if full:
+        _assert_one_line_error(result, f"error: writing {output / 'results.json'} failed (No "
+                                       "space left on device, ENOSPC): it needs 3 bytes, ")
+        assert result.stderr.strip().endswith(
+            "; free space there, then run it again with: python -m experiments.study "
+            + " ".join(flags))
+        assert seen == [("train", True), ("report", True)]
+        assert sorted(os.listdir(output)) == [files.LOCK_FILE]          # nothing half-written
+    else:
+        assert result.returncode == 0, result.stderr
+        assert seen == [("train", True), ("report", True), ("command.txt", True)]
+        assert (output / "command.txt").read_text() == \
+            "python -m experiments.study " + " ".join(flags) + "\n"

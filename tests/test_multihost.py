@@ -3,9 +3,10 @@ default ``jax_cpu_collectives_implementation``), one CPU device each.
 
 Each process runs ``python -m experiments.train --data_parallel --coordinator_address=localhost:P
 --num_processes=2 --process_id=i``. Checked: both finish; only process 0 writes the checkpoint
-and the metrics; the parameters equal a one-process run to float32 round-off (the gradient's
-batch sum is split in two and all-reduced); SIGTERM to both mid-run saves one checkpoint at a
-step both agreed on, both exit 143, and both resumed finish with the same parameters.
+and the metrics and locks the folder; the parameters equal a one-process run to float32
+round-off (the gradient's batch sum is split in two and all-reduced); SIGTERM to both mid-run
+saves one checkpoint at a step both agreed on, both exit 143, and both resumed finish with the
+same parameters (the shared folder locked by process 0 alone: process 1 would be refused).
 """
 import os
 import signal
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 from conftest import track
 
-from jaxrnn import checkpoint, runstate
+from jaxrnn import checkpoint, files, runstate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXT = "".join(f"line {i}: to be, or not to be, that is the question.\n" for i in range(120))
@@ -86,8 +87,9 @@ def test_two_processes_match_one(tmp_path, one_process):
     codes, logs = _finish(_train(tmp_path, out))
     assert codes == [0, 0], "\n".join(log[-3000:] for log in logs)
     assert all("data parallel over 2 devices: 2 streams each" in log for log in logs)
-    assert sorted(os.listdir(out[0])) == ["checkpoint", "metrics.jsonl"]
-    assert os.listdir(out[1]) == []  # process 1 writes nothing
+    # Only process 0 writes, and only it takes the folder's lock (jaxrnn.files.folder_lock).
+    assert sorted(os.listdir(out[0])) == [files.LOCK_FILE, "checkpoint", "metrics.jsonl"]
+    assert os.listdir(out[1]) == []  # process 1 writes nothing, not even a lock file
     _assert_close(_params(tmp_path / "out0" / "checkpoint"), one_process)
 
 
