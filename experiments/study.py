@@ -30,6 +30,8 @@ flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds of every configuration (integ
 flags.DEFINE_string("data", "tinyshakespeare", "'tinyshakespeare' or a path to a UTF-8 text file")
 flags.DEFINE_integer("num_steps", None, "override every group's number of steps (e.g. for a "
                      "smoke test); default: the study's budget")
+flags.DEFINE_bool("report_only", False, "train nothing: draw the table and plots of the groups "
+                  "finished so far (of a study still running elsewhere, or stopped half-way)")
 FLAGS = flags.FLAGS
 
 
@@ -62,19 +64,24 @@ def _run(output_dir, seeds, overrides):
     """Train the study's unfinished groups, then write its report and ``command.txt``."""
     from jaxrnn import files, report, studies
     from jaxrnn.interrupt import Interrupted
-    command = "python -m experiments.study " + " ".join(shlex.quote(arg) for arg in sys.argv[1:])
+    command = "python -m experiments.study " + " ".join(
+        shlex.quote(arg) for arg in sys.argv[1:] if arg not in ("--report_only",
+                                                                  "--noreport_only"))
 
     def redraw(study, results):
         report.write_report(study, results, output_dir, command)
 
     try:
         study, results = studies.run_study(FLAGS.study, FLAGS.budget, output_dir, seeds=seeds,
-                                           overrides=overrides, after_group=redraw)
+                                           overrides=overrides, after_group=redraw,
+                                           train=not FLAGS.report_only)
     except Interrupted as stop:
         raise Interrupted(stop.signum, f"{stop}; the study keeps every group it finished: run "
                           f"the same command again to resume with the others",
                           resumable=False) from None
     print(report.write_report(study, results, output_dir, command))
+    if FLAGS.report_only:
+        return
     files.write_atomically(f"{output_dir}/command.txt", (command + "\n").encode("utf-8"))
     print(f"results: {output_dir}/results.json, table.md, "
           + ", ".join(f"{name}.png" for name in study.plots))

@@ -152,7 +152,7 @@ def table(study, results):
     titles += (["learning rate chosen"] if study.best_lr else []) + ["seeds", "diverged"]
     titles += [title for title, _, _, _ in METRICS[:1]] + ["test 95% CI", "vs best (Welch, 5%)"]
     titles += [title for title, _, _, _ in METRICS[1:]]
-    titles += (["epochs at best", "train - val at best"] if to_best else [])
+    titles += (["epochs at best", "val - train at best"] if to_best else [])
     titles += ["params", "wall s (group)", "chars/s (group, all runs)"]
     configurations = aggregate(rows, keys)
     # `_versus` tells the best row by identity: the same lists as the table's rows.
@@ -189,7 +189,7 @@ def table(study, results):
                                  len(group)))
             cells.append(_format(*mean_std(
                 [None if row.get("train_loss_at_best") is None or _field(row, ("val", "loss"))
-                 is None else row["train_loss_at_best"] - row["val"]["loss"]
+                 is None else row["val"]["loss"] - row["train_loss_at_best"]
                  for row in group]), 4, len(group)))
         cells += [f"{group[0]['num_params']:,}" if group[0].get("num_params") else "n/a",
                   f"{group[0]['seconds']:.0f}", f"{group[0]['chars_per_second']:,.0f}"]

@@ -547,29 +547,33 @@ def gradient_reach(config, params, vocab):
 
 
 def run_study(name, budget, output_dir, *, seeds=(0, 1, 2), overrides=None, log=print,
-              after_group=None):
+              after_group=None, train=True):
     """Run (or resume) study ``name`` at ``budget``; returns ``(study, group results)``.
-    ``overrides``: `Config` fields set in every group (e.g. ``data``, ``num_steps``)."""
+    ``overrides``: `Config` fields set in every group (e.g. ``data``, ``num_steps``); ``train``
+    False only loads the groups finished so far (`run`)."""
     overrides = dict(overrides or {})
     vocab = data.load_corpus(overrides.get("data", config_lib.Config.data),
                              overrides.get("split", config_lib.Config.split)).vocab
     study = make_study(name, budget, len(vocab))
     return study, run(study, output_dir, seeds=seeds, overrides=overrides, log=log,
-                      after_group=after_group)
+                      after_group=after_group, train=train)
 
 
-def run(study, output_dir, *, seeds=(0, 1, 2), overrides=None, log=print, after_group=None):
+def run(study, output_dir, *, seeds=(0, 1, 2), overrides=None, log=print, after_group=None,
+        train=True):
     """Train every group of ``study`` that has no ``result.json`` yet; returns the list of group
     results (loaded for the groups finished earlier), each group followed by its learning-rate
     extensions (`bracket_learning_rate`). ``after_group(study, results)`` is called after each
     group trained (e.g. to redraw the report as results arrive). ``output_dir`` is locked for
     the call (`jaxrnn.files.folder_lock`; a caller that writes more into it after, as
-    ``experiments.study`` does, holds the lock around both)."""
+    ``experiments.study`` does, holds the lock around both). With ``train`` False nothing is
+    trained: the groups finished so far are loaded (a report of a study still running
+    elsewhere, or stopped half-way), the others skipped."""
     with files.folder_lock(output_dir, "--output_dir"):
-        return _run(study, pathlib.Path(output_dir), seeds, overrides, log, after_group)
+        return _run(study, pathlib.Path(output_dir), seeds, overrides, log, after_group, train)
 
 
-def _run(study, output_dir, seeds, overrides, log, after_group):
+def _run(study, output_dir, seeds, overrides, log, after_group, train):
     output_dir.mkdir(parents=True, exist_ok=True)
     # Wall-time groups are timed before any group trains (`_fitted`); derived groups are
     # resolved when they are reached.
@@ -578,14 +582,19 @@ def _run(study, output_dir, seeds, overrides, log, after_group):
                for group in study.groups if group.derive is None}
     results, done = [], {}
     for index, group in enumerate(study.groups):
+        where = f"[{index + 1}/{len(study.groups)}] {group.name}"
+        finished = (output_dir / group.name / RESULT_FILE).exists()
+        if not train and not finished:
+            log(f"{where}: not trained yet, left out")
+            continue
         if group.derive is not None:
             group = _derived(group, done)
             config = group_config(study, group, output_dir, overrides)
         else:
             config = configs[group.name]
-        where = f"[{index + 1}/{len(study.groups)}] {group.name}"
         group_results = [_train_or_load(study, group, config, seeds, done, where, log)]
-        if group.bracket:
+        if group.bracket and (train or _extensions_finished(group, group_results[0],
+                                                           output_dir)):
             group_results += bracket_learning_rate(study, group, group_results[0], output_dir,
                                                    seeds, overrides, log)
         done[group.name] = group_results
@@ -593,6 +602,20 @@ def _run(study, output_dir, seeds, overrides, log, after_group):
         if after_group is not None:
             after_group(study, results)
     return results
+
+
+def _extensions_finished(group, result, output_dir):
+    """Whether every learning-rate extension the grid of ``group`` needs is trained."""
+    extensions = []
+    for _ in range(group.bracket):
+        rate = next_rate(mean_val_by_rate([result] + extensions))
+        path = output_dir / f"{group.name}-lr{rate:.3g}" / RESULT_FILE if rate else None
+        if rate is None:
+            return True
+        if not path.exists():
+            return False
+        extensions.append(json.loads(path.read_text()))
+    return True
 
 
 def _derived(group, done):

@@ -268,3 +268,17 @@ def test_table_reports_intervals_and_tested_differences():
     assert "not distinguishable (p=" in lines["c"]
     assert "untested (< 2 seeds)" in lines["d"]          # one seed: never the reference either
     assert "1.1000 ± 0.1000" in lines["a"]                # sample standard deviation (ddof 1)
+
+
+def test_report_only_loads_the_finished_groups_and_trains_nothing(tmp_path, monkeypatch):
+    trained = []
+    monkeypatch.setattr(studies, "run_group", _fake_trainer(
+        lambda rate, dropout: 2.0 + math.log(rate / 0.05) ** 2 + dropout, trained))
+    studies.run(_bracket_study(), tmp_path, seeds=(0,), log=lambda _: None)
+    for name in ("seeds", "lr-lr0.09"):                # a later group and an extension unfinished
+        (tmp_path / name / studies.RESULT_FILE).unlink()
+    trained.clear()
+    results = studies.run(_bracket_study(), tmp_path, seeds=(0,), log=lambda _: None,
+                          train=False)
+    assert trained == []
+    assert [result["group"] for result in results] == ["lr", "d0", "d0.5"]
