@@ -165,8 +165,9 @@ def test_masks_have_the_documented_shapes_values_and_rates():
         if name.startswith("zoneout"):
             assert set(np.unique(mask)) == {0.0, 1.0}, name
             hit = mask == 1                                   # 1: the unit keeps its old value
-        else:
-            assert set(np.unique(mask)) == {0.0, np.float32(1 / (1 - rate))}, name
+        else:                            # inverted: the mean multiplier is 1
+            scale = np.float32(1 / (1 - regularisers.rounded_rate(rate)))
+            assert set(np.unique(mask)) == {0.0, scale}, name
             hit = mask == 0                                   # 0: dropped
         sigma = math.sqrt(rate * (1 - rate) / hit.size)
         assert abs(hit.mean() - rate) < 5 * sigma, (name, hit.mean(), rate)
