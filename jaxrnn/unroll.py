@@ -69,7 +69,8 @@ def layer_masks(masks, layer):
     return None if _all_none(this) else this
 
 
-def _masks_or_none(masks):
+def _or_no_masks(masks):
+    """``masks``, or a `LayerMasks` of Nones for None."""
     return masks or LayerMasks()
 
 
@@ -141,7 +142,7 @@ def layer_forward(cell, params, inputs, carry0, masks=None):
 
     The recurrence masks go to the cell (`jaxrnn.cells`).
     """
-    masks = _masks_or_none(masks)
+    masks = _or_no_masks(masks)
     params = dropped_weights(cell, params, masks.weights)
     row_scale = embedding_row_scale(masks.embedding, inputs) if _is_ids(inputs) else None
     xproj = project_inputs(cell, params, inputs, row_scale)          # (T, B, G)
@@ -164,7 +165,7 @@ def layer_backward(cell, params, residuals, d_hiddens, d_carry_T, masks=None):
 
     Returns: ``(grads like params, d_inputs (T, B, I) or None, d_carry0)``.
     """
-    masks = _masks_or_none(masks)
+    masks = _or_no_masks(masks)
     d_xproj, d_carry0, grads = cell.backward(
         dropped_weights(cell, params, masks.weights), residuals.carry0, residuals.hiddens,
         residuals.cell, d_hiddens, d_carry_T, masks.recurrence)
