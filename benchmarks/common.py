@@ -21,7 +21,7 @@ import optax
 from absl import flags
 
 import jaxrnn
-from jaxrnn import parallel
+from jaxrnn import parallel, regularisers
 from jaxrnn.cells import ARCHS, get_cell
 from jaxrnn.unroll import BACKWARDS
 from benchmarks import sysinfo
@@ -152,14 +152,33 @@ def make_params(arch, cfg, seed=0):
 
 class BenchTrainStep(NamedTuple):
     """``init(params) -> opt_state`` and the jitted
-    ``step(params, opt_state, inputs (B,T), targets (B,T)) -> (params, opt_state, loss)``."""
+    ``step(params, opt_state, inputs (B,T), targets (B,T), counter=None) -> (params, opt_state,
+    loss)``; ``counter`` (a () uint32, a new value each call) seeds the masks of a step with
+    regularisers."""
 
     init: Callable
     step: Callable
 
 
+# A regulariser row of the benchmarks: "none", "dropout" (Zaremba et al.'s, a fresh mask each
+# step), a name of `jaxrnn.regularisers.NAMES`, or "all" (all of those, zoneout_cell for the
+# LSTM only).
+REGULARISER_ROWS = ("none", "dropout") + regularisers.NAMES + ("all",)
+
+
+def regulariser_settings(row, arch, rate):
+    """``(dropout rate, jaxrnn.regularisers.Rates)`` of a `REGULARISER_ROWS` entry at ``rate``."""
+    if row not in REGULARISER_ROWS:
+        raise ValueError(f"unknown regulariser {row!r}; choose from {', '.join(REGULARISER_ROWS)}")
+    names = [name for name in regularisers.NAMES if row in (name, "all")
+             and (name != "zoneout_cell" or arch == "lstm")]
+    return (rate if row in ("dropout", "all") else 0.0,
+            regularisers.Rates(**{name: rate for name in names}))
+
+
 def make_bench_train_step(arch, backward, *, learning_rate=2e-3, grad_clip=5.0, donate=True,
-                          steps_per_call=1, matmul_dtype=None):
+                          steps_per_call=1, matmul_dtype=None, dropout=0.0,
+                          rates=regularisers.Rates()):
     """The full training step that `benchmarks.peers` times for every peer, on jaxrnn's loss.
 
     Forward over T from a zero state, mean cross-entropy over all B*T positions, backward
@@ -168,41 +187,61 @@ def make_bench_train_step(arch, backward, *, learning_rate=2e-3, grad_clip=5.0, 
     optimiser buffers in place, as a training loop would. ``steps_per_call > 1`` runs that many
     steps (on the same tokens) in one compiled ``lax.fori_loop``, as `jaxrnn.train` runs its
     chunks: the call's temporaries are then mapped once for all of them. ``matmul_dtype``: see
-    `jaxrnn.loss_fn`.
+    `jaxrnn.loss_fn`. ``dropout`` and ``rates`` (`jaxrnn.regularisers.Rates`): the step draws
+    their masks inside, as `jaxrnn.train`'s step does, from keys folded out of the ``counter``
+    argument (and the step index within the call).
     """
     optimizer = optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(learning_rate))
     grad_fn = jax.value_and_grad(jaxrnn.loss_fn, has_aux=True)
+    num_gates = get_cell(arch).num_gates
 
-    def step(params, opt_state, inputs, targets):
+    def step(params, opt_state, inputs, targets, key):
+        masks = None
+        if any(rates):
+            masks = regularisers.draw_masks(
+                rates, {name: jax.random.fold_in(key, index)
+                        for index, name in enumerate(regularisers.NAMES)},
+                num_layers=len(params["layers"]), seq_len=inputs.shape[1],
+                batch_size=inputs.shape[0], vocab_size=params["W_hy"].shape[1],
+                hidden_size=params["W_hy"].shape[0], num_gates=num_gates,
+                dtype=params["W_hy"].dtype)
         (loss, _), grads = grad_fn(params, inputs, targets, None, arch=arch, backward=backward,
-                                   matmul_dtype=matmul_dtype)
+                                   matmul_dtype=matmul_dtype, dropout=dropout, masks=masks,
+                                   dropout_key=jax.random.fold_in(key, len(regularisers.NAMES)),
+                                   zoneout=regularisers.zoneout_of(rates))
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
-    def steps(params, opt_state, inputs, targets):
+    def steps(params, opt_state, inputs, targets, counter=None):
+        key = jax.random.key(0) if counter is None else jax.random.fold_in(jax.random.key(0),
+                                                                           counter)
         if steps_per_call == 1:
-            return step(params, opt_state, inputs, targets)
+            return step(params, opt_state, inputs, targets, key)
         loss0 = jnp.zeros((), jax.tree.leaves(params)[0].dtype)
-        return jax.lax.fori_loop(0, steps_per_call,
-                                 lambda _, carry: step(*carry[:2], inputs, targets),
-                                 (params, opt_state, loss0))
+        return jax.lax.fori_loop(
+            0, steps_per_call,
+            lambda index, carry: step(*carry[:2], inputs, targets, jax.random.fold_in(key, index)),
+            (params, opt_state, loss0))
 
     return BenchTrainStep(optimizer.init,
                           jax.jit(steps, donate_argnums=(0, 1) if donate else ()))
 
 
-def train_step_runner(arch, backward, cfg, seed=0, data_parallel=False, steps_per_call=1):
+def train_step_runner(arch, backward, cfg, seed=0, data_parallel=False, steps_per_call=1,
+                      dropout=0.0, rates=regularisers.Rates()):
     """A zero-argument callable running ``steps_per_call`` training steps (one compiled call) on
     fixed tokens; returns the new params and loss (block on them). It owns fresh parameters, so
-    several runners can be interleaved.
+    several runners can be interleaved. With ``dropout`` or ``rates`` (see
+    `make_bench_train_step`) each call draws new masks (it passes a call counter).
 
     ``data_parallel``: parameters and optimiser state replicated on every device and the B token
     rows split over them (`jaxrnn.parallel`), as ``--data_parallel`` trains; on one CPU, run with
     ``XLA_FLAGS=--xla_force_host_platform_device_count=2`` to make its cores two devices."""
     bench = make_bench_train_step(arch, backward, steps_per_call=steps_per_call,
-                                  matmul_dtype=cfg.matmul_dtype)
+                                  matmul_dtype=cfg.matmul_dtype, dropout=dropout, rates=rates)
     params = make_params(arch, cfg, seed)
-    live = {"params": params, "opt": bench.init(params)}
+    live = {"params": params, "opt": bench.init(params), "calls": 0}
+    regularised = bool(dropout or any(rates))
     inputs, targets = make_tokens(cfg, seed)
     if data_parallel:
         mesh = parallel.data_mesh()
@@ -210,7 +249,12 @@ def train_step_runner(arch, backward, cfg, seed=0, data_parallel=False, steps_pe
         inputs, targets = parallel.shard_batch((inputs, targets), mesh)
 
     def run():
-        live["params"], live["opt"], loss = bench.step(live["params"], live["opt"], inputs, targets)
+        extra = ()
+        if regularised:
+            live["calls"] += 1
+            extra = (np.uint32(live["calls"]),)
+        live["params"], live["opt"], loss = bench.step(live["params"], live["opt"], inputs, targets,
+                                                       *extra)
         return live["params"], loss
 
     return run
@@ -277,11 +321,14 @@ def cpu_ticks():
 class Timing(NamedTuple):
     """What `time_interleaved` measured. blocks: {name: [per-call seconds of each block]};
     steal_pct: hypervisor steal over all timed blocks; minor_faults: {name: [per-call minor page
-    faults of each block]} (`sysinfo.minor_page_faults`)."""
+    faults of each block]} (`sysinfo.minor_page_faults`); cpu_blocks: {name: [per-call CPU
+    seconds of this process, all its threads, of each block]} (`time.process_time`: on a machine
+    shared with other jobs it counts the work done, not the time spent waiting for a core)."""
 
     blocks: dict
     steal_pct: float
     minor_faults: dict
+    cpu_blocks: dict
 
 
 def time_interleaved(fns, *, warmup, steps, repeats):
@@ -299,18 +346,21 @@ def time_interleaved(fns, *, warmup, steps, repeats):
     names = list(fns)
     blocks = {name: [] for name in names}
     faults = {name: [] for name in names}
+    cpu = {name: [] for name in names}
     steal0, total0 = cpu_ticks()
     for r in range(repeats):
         for name in (names if r % 2 == 0 else names[::-1]):
             fn = fns[name]
-            faults0, t0 = sysinfo.minor_page_faults(), time.perf_counter()
+            faults0, cpu0 = sysinfo.minor_page_faults(), time.process_time()
+            t0 = time.perf_counter()
             for _ in range(steps):
                 out = fn()
             jax.block_until_ready(out)
             blocks[name].append((time.perf_counter() - t0) / steps)
+            cpu[name].append((time.process_time() - cpu0) / steps)
             faults[name].append((sysinfo.minor_page_faults() - faults0) / steps)
     steal1, total1 = cpu_ticks()
-    return Timing(blocks, 100.0 * (steal1 - steal0) / max(1, total1 - total0), faults)
+    return Timing(blocks, 100.0 * (steal1 - steal0) / max(1, total1 - total0), faults, cpu)
 
 
 def time_blocks(fn, *, warmup, steps, repeats):

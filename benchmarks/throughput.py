@@ -20,11 +20,22 @@ roofline" column is chars/s as a fraction of the roofline bound: --roofline_gflo
 char) if given, else with --measure_roofline the FLOP-weighted mix bound of `benchmarks.roofline`
 measured in this run.
 
+``--regularisers=none,dropout,...`` times one row per regulariser instead (`common.REGULARISER_ROWS`,
+each at ``--regulariser_rate``; the step draws its masks inside, as `jaxrnn.train` does): every
+row of an arch and mode is compiled first and all are timed interleaved in this one invocation.
+The cost columns are the median over rounds of the paired per-block ratio of a row's step time to
+the "none" row's, minus 1, with its min..max: in wall time, and in the process's CPU time
+(`time.process_time`), which on a machine shared with other jobs measures the work added rather
+than the waits for a core.
+
 Usage:
   python -m benchmarks.throughput                                  # B=64 T=100 H=256 V=65 L=1
   python -m benchmarks.throughput --configs=default,big --measure_roofline --json=tp.json
   python -m benchmarks.throughput --archs=lstm --modes=manual --hidden_size=32 --seq_len=10
   python -m benchmarks.throughput --archs=lstm --steps_per_call=10     # as jaxrnn.train runs
+  python -m benchmarks.throughput --archs=lstm --modes=manual --hidden_size=384 --seq_len=50 \
+      --regularisers=none,dropout,variational_dropout,recurrent_dropout,weight_drop,\
+embedding_dropout,zoneout_hidden,zoneout_cell,all --json=/tmp/regularisers.json
 """
 import dataclasses
 import statistics
@@ -60,6 +71,11 @@ def define_flags():
                          "step, as `benchmarks.peers` times PyTorch.", lower_bound=1)
     flags.DEFINE_bool("measure_roofline", False, "Measure the GEMM roofline of each config in "
                       "this run (benchmarks.roofline) and report the fraction of its mix bound.")
+    flags.DEFINE_list("regularisers", [], "Regulariser rows, timed interleaved with each other "
+                      f"instead of the plain rows: out of {', '.join(common.REGULARISER_ROWS)} "
+                      "(include none: the cost column is relative to it).")
+    flags.DEFINE_float("regulariser_rate", 0.25, "The rate of every regulariser of "
+                       "--regularisers.")
 
 
 def run_arch(arch, modes, cfg, *, warmup, steps, repeats, seed, data_parallel=False,
@@ -89,6 +105,54 @@ def run_arch(arch, modes, cfg, *, warmup, steps, repeats, seed, data_parallel=Fa
         out["speedup"] = {"median": statistics.median(ratios), "min": min(ratios),
                           "max": max(ratios), "blocks": ratios}
     return out
+
+
+def run_regularisers(arch, mode, cfg, rows, rate, *, warmup, steps, repeats, seed,
+                     data_parallel=False, steps_per_call=1):
+    """Compile and time one arch and mode with each regulariser row of ``rows`` (its masks drawn
+    inside the step at ``rate``), interleaved. Returns {row: result dict}, times per training
+    step, and each row's ``cost`` against "none": the paired per-block ratio of step times."""
+    runners = {}
+    for row in rows:
+        dropout, rates = common.regulariser_settings(row, arch, rate)
+        runners[row] = common.train_step_runner(arch, mode, cfg, seed, data_parallel,
+                                                steps_per_call, dropout=dropout, rates=rates)
+    compile_s = {row: common.first_call_seconds(run) for row, run in runners.items()}
+    timing = common.time_interleaved(runners, warmup=warmup, steps=steps, repeats=repeats)
+    blocks = {row: [s / steps_per_call for s in timing.blocks[row]] for row in rows}
+    cpu = {row: [s / steps_per_call for s in timing.cpu_blocks[row]] for row in rows}
+    out = {}
+    for row in rows:
+        dropout, rates = common.regulariser_settings(row, arch, rate)
+        res = common.summarize(blocks[row], cfg.chars_per_step)
+        res.update(compile_s=compile_s[row], steal_pct=timing.steal_pct, rate=rate,
+                   settings=rates._asdict(), dropout=dropout, steps_per_call=steps_per_call,
+                   cpu_seconds_median=statistics.median(cpu[row]), cpu_seconds_blocks=cpu[row],
+                   final_loss=float(runners[row]()[1]))
+        if "none" in blocks:
+            res["cost"] = _paired_cost(blocks[row], blocks["none"])
+            res["cpu_cost"] = _paired_cost(cpu[row], cpu["none"])
+        out[row] = res
+    return out
+
+
+def _paired_cost(seconds, baseline):
+    """Median, min and max over blocks of ``seconds / baseline - 1`` (paired block by block)."""
+    ratios = [s / b - 1 for s, b in zip(seconds, baseline)]
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
+            "blocks": ratios}
+
+
+def regulariser_table_rows(name, arch, mode, res):
+    def cost(r, key):
+        if key not in r or r is res.get("none"):
+            return "-"
+        c = r[key]
+        return common.fmt_spread(100 * c["median"], 100 * c["min"], 100 * c["max"], "{:+.1f}%")
+
+    return [[name, arch, mode, row, f"{r['seconds_median'] * 1e3:.1f}", cost(r, "cost"),
+             f"{r['cpu_seconds_median'] * 1e3:.1f}", cost(r, "cpu_cost"),
+             f"{r['compile_s']:.1f}", f"{r['steal_pct']:.1f}"] for row, r in res.items()]
 
 
 def bound_for(arch, cfg, rates):
@@ -129,6 +193,8 @@ def main(argv):
     if unknown:
         raise app.UsageError(f"unknown config(s) {unknown}; choose from {', '.join(CONFIGS)}")
     timing = dict(warmup=FLAGS.warmup, steps=FLAGS.steps, repeats=FLAGS.repeats)
+    if FLAGS.regularisers:
+        return regularisers_main(archs, modes, timing)
     results, rows = {}, []
     for name in FLAGS.configs:
         cfg = common.config_from_flags(**CONFIGS[name])
@@ -163,6 +229,50 @@ def main(argv):
                   "steps_per_call": FLAGS.steps_per_call,
                   "train_step": "optax.chain(clip_by_global_norm(5.0), adam(2e-3)), donated"}
         sysinfo.write_json(FLAGS.json, benchmark="throughput", config=config, results=results)
+
+
+def regularisers_main(archs, modes, timing):
+    """The --regularisers rows: per config, arch and mode, all rows timed interleaved."""
+    unknown = [row for row in FLAGS.regularisers if row not in common.REGULARISER_ROWS]
+    if unknown:
+        raise app.UsageError(f"unknown regulariser(s) {unknown}; choose from "
+                             f"{', '.join(common.REGULARISER_ROWS)}")
+    if not 0.0 < FLAGS.regulariser_rate < 1.0:
+        raise app.UsageError(f"--regulariser_rate must be in (0, 1), got {FLAGS.regulariser_rate}")
+    results, rows = {}, []
+    for name in FLAGS.configs:
+        cfg = common.config_from_flags(**CONFIGS[name])
+        print(f"config {name}: {cfg}", flush=True)
+        entry = {"config": dataclasses.asdict(cfg), "archs": {}}
+        for arch in archs:
+            entry["archs"][arch] = {}
+            for mode in modes:
+                res = run_regularisers(arch, mode, cfg, FLAGS.regularisers,
+                                       FLAGS.regulariser_rate, seed=FLAGS.seed,
+                                       data_parallel=FLAGS.data_parallel,
+                                       steps_per_call=FLAGS.steps_per_call, **timing)
+                entry["archs"][arch][mode] = res
+                rows += regulariser_table_rows(name, arch, mode, res)
+                for row, r in res.items():
+                    print(f"  {arch} {mode} {row}: {r['seconds_median'] * 1e3:.1f} ms/step",
+                          flush=True)
+        results[name] = entry
+    print(f"\nTraining step with each regulariser at rate {FLAGS.regulariser_rate:g}, timed "
+          f"interleaved; median (min..max over {FLAGS.repeats} blocks of {FLAGS.steps} calls of "
+          f"{FLAGS.steps_per_call} step(s)); cost = step time / the none row's - 1, paired per "
+          "block, in wall time and in this process's CPU time:")
+    common.print_table(["config", "arch", "mode", "regulariser", "step ms", "cost vs none",
+                        "CPU ms", "CPU cost vs none", "compile s", "steal %"], rows)
+    if FLAGS.json:
+        config = {"configs": FLAGS.configs, "archs": archs, "modes": modes, **timing,
+                  "seed": FLAGS.seed, "regularisers": FLAGS.regularisers,
+                  "regulariser_rate": FLAGS.regulariser_rate,
+                  "data_parallel": FLAGS.data_parallel, "devices": len(jax.devices()),
+                  "steps_per_call": FLAGS.steps_per_call,
+                  "train_step": "optax.chain(clip_by_global_norm(5.0), adam(2e-3)), donated; "
+                                "masks drawn inside the step"}
+        sysinfo.write_json(FLAGS.json, benchmark="throughput-regularisers", config=config,
+                           results=results)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,23 @@ Every cell exposes the same functions (see `Cell`):
 
 * ``init(key, input_size, hidden_size, recurrent_init, dtype) -> params``
 * ``zero_carry(batch_size, hidden_size, dtype) -> carry``
-* ``forward_step(params, carry, xproj_t) -> (carry, (h_t, residual_t))`` -- one time step, given the
-  step's *input projection* ``xproj_t = x_t @ W_x + b_x`` (hoisted out of the recurrence).
-* ``forward(params, carry0, xproj) -> (carry_T, hiddens, residuals)`` -- ``forward_step`` over a
-  window ``xproj: (T, B, G)``; the LSTM and GRU write their gates over ``xproj`` in place.
-* ``backward(params, carry0, hiddens, residuals, d_hiddens, d_carry_T)
+* ``forward_step(params, carry, xproj_t, masks_t=None) -> (carry, (h_t, residual_t))`` -- one
+  time step, given the step's *input projection* ``xproj_t = x_t @ W_x + b_x`` (hoisted out of
+  the recurrence).
+* ``forward(params, carry0, xproj, masks=None) -> (carry_T, hiddens, residuals)`` --
+  ``forward_step`` over a window ``xproj: (T, B, G)``; the LSTM and GRU write their gates over
+  ``xproj`` in place.
+* ``backward(params, carry0, hiddens, residuals, d_hiddens, d_carry_T, masks=None)
   -> (d_xproj, d_carry0, recurrent_grads)`` -- the whole reverse-time sweep (BPTT) of one layer.
+
+``masks`` is a `jaxrnn.types.RecurrenceMasks` (None: no regulariser inside the recurrence):
+recurrent dropout on ``h_{t-1}`` where it enters ``h_{t-1} W_h`` (Gal & Ghahramani 2016) and
+zoneout (Krueger et al. 2017). Each step's and each backward's docstring gives its forward and
+adjoint equations with both; with ``r = 1`` and ``k = 0`` they are the plain cell's, and with
+masks None the code is the plain cell's, operation for operation. A `Cell` built with zoneout
+rates ``(p_h, p_c)`` (`get_cell`) uses ``k = p`` wherever no zoneout mask is given: the
+expectation, for evaluation and sampling. Weight-drop and embedding dropout act on the
+parameters, outside the cells (`jaxrnn.unroll.layer_forward`).
 
 Every function that multiplies matrices takes ``matmul_dtype``: None (the default) multiplies in
 the operands' dtype; ``"bfloat16"`` rounds both operands of every matrix product to bfloat16 and
@@ -32,14 +43,16 @@ sweeps and their per-platform form) are `jaxrnn.sweeps`; this module is the thre
 their table (`get_cell`).
 """
 import functools
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 
-from jaxrnn import sweeps
+from jaxrnn import regularisers, sweeps
 from jaxrnn.errors import ConfigError
 from jaxrnn.matmuls import MATMUL_DTYPES, matmul, sum_outer
+from jaxrnn.regularisers import (dropped, keep_factor, step_regularisers, to_new, to_previous,
+                                 window_regularisers, zoned)
 from jaxrnn.types import GRUResiduals, LSTMResiduals, LSTMState, RNNResiduals
 
 ARCHS = ("rnn", "lstm", "gru")
@@ -104,49 +117,67 @@ def rnn_init(key, input_size, hidden_size, recurrent_init="orthogonal", dtype=jn
             "b_h": jnp.zeros((hidden_size,), dtype)}
 
 
-def rnn_forward_step(params, h_prev, xproj_t, *, activation="tanh", matmul_dtype=None):
+def rnn_forward_step(params, h_prev, xproj_t, masks_t=None, *, activation="tanh",
+                     matmul_dtype=None, zoneout=None):
     """One vanilla-RNN step.
 
-    Forward::
+    Forward, with the recurrent dropout mask ``r`` (1 when off) and the zoneout factor ``k``
+    (the step's 0/1 mask in training, the rate ``p_h`` in evaluation, 0 when off)::
 
-        a_t = xproj_t + h_{t-1} W_hh          xproj_t = x_t W_xh + b_h
-        h_t = act(a_t)
+        a_t  = xproj_t + (h_{t-1} * r) W_hh   xproj_t = x_t W_xh + b_h
+        h~_t = act(a_t)
+        h_t  = k * h_{t-1} + (1 - k) * h~_t
 
-    Args: h_prev: (B, H); xproj_t: (B, H). Returns ``(h_t, (h_t, RNNResiduals()))``.
+    Args: h_prev: (B, H); xproj_t: (B, H); masks_t: `RecurrenceMasks` of (B, H) rows or None;
+      zoneout: the cell's rates ``(p_h, 0)`` or None.
+    Returns ``(h_t, (h_t, RNNResiduals(candidates=h~_t with zoneout, else None)))``.
     """
     act, _ = ACTIVATIONS[activation]
-    h = act(xproj_t + matmul(h_prev, params["W_hh"], matmul_dtype))
-    return h, (h, RNNResiduals())
+    recurrent, keep, _ = step_regularisers(masks_t, zoneout)
+    new = act(xproj_t + matmul(dropped(h_prev, recurrent), params["W_hh"], matmul_dtype))
+    if keep is None:
+        return new, (new, RNNResiduals())
+    h = zoned(keep, h_prev, new)
+    return h, (h, RNNResiduals(candidates=new))
 
 
-def rnn_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, *, activation="tanh",
-                 matmul_dtype=None):
+def rnn_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, masks=None, *,
+                 activation="tanh", matmul_dtype=None, zoneout=None):
     """Reverse-time sweep of a vanilla RNN layer.
 
-    Adjoint equations, with ``g_t`` the gradient arriving at ``h_t`` from above (``d_hiddens[t]``)::
+    Adjoint equations, with ``g_t`` the gradient arriving at ``h_t`` from above (``d_hiddens[t]``),
+    ``r`` and ``k_t`` as in `rnn_forward_step` (without regularisers ``r = 1``, ``k = 0`` and
+    ``h~_t = h_t``)::
 
-        dh_t = g_t + da_{t+1} W_hh^T          (dh_T starts from d_h_T, the final-carry cotangent)
-        da_t = dh_t * act'(h_t)               (act' written in terms of h_t)
-        dW_hh = sum_t h_{t-1}^T da_t          (one GEMM after the sweep)
-        dh_0  = da_1 W_hh^T
+        dh_t  = g_t + [(da_{t+1} W_hh^T) * r + k_{t+1} * dh_{t+1}]   (dh_T starts from d_h_T)
+        da_t  = (1 - k_t) * dh_t * act'(h~_t)   (act' written in terms of h~_t)
+        dW_hh = sum_t (h_{t-1} * r)^T da_t      (one GEMM after the sweep)
+        dh_0  = (da_1 W_hh^T) * r + k_1 * dh_1
 
     Args:
-      h0: (B, H) initial carry; hiddens: (T, B, H); residuals: RNNResiduals();
-      d_hiddens: (T, B, H); d_h_T: (B, H).
+      h0: (B, H) initial carry; hiddens: (T, B, H); residuals: RNNResiduals (candidates h~
+      (T, B, H) with zoneout); d_hiddens: (T, B, H); d_h_T: (B, H); masks: `RecurrenceMasks`
+      of the window or None; zoneout: the cell's rates or None.
     Returns: ``(d_xproj (T, B, H), d_h0 (B, H), {"W_hh": (H, H)})``; ``d_xproj = da``.
     """
-    del residuals
     _, act_grad = ACTIVATIONS[activation]
     W_hh_T = params["W_hh"].T
+    recurrent, keep_rows, _, keep_rate, _ = window_regularisers(masks, zoneout)
 
-    def step(dh_from_next, g_t, t, h_t):
+    def step(dh_from_next, g_t, t, inputs_t):
         del t
-        da = (g_t + dh_from_next) * act_grad(h_t)
-        return matmul(da, W_hh_T, matmul_dtype), da, None
+        h_t, new_t, keep_row = inputs_t
+        keep = keep_factor(keep_row, keep_rate)
+        dh = g_t + dh_from_next
+        da = to_new(dh, keep) * act_grad(h_t if keep is None else new_t)
+        d_previous = to_previous(dropped(matmul(da, W_hh_T, matmul_dtype), recurrent), dh, keep)
+        return d_previous, da, None
 
     # On the CPU da is written over d_hiddens row by row (`sweeps.reverse_sweep`).
-    d_h0, d_pre, _ = sweeps.reverse_sweep(step, d_h_T, d_hiddens, hiddens)
-    return d_pre, d_h0, {"W_hh": sum_outer(sweeps.previous(h0, hiddens), d_pre, matmul_dtype)}
+    d_h0, d_pre, _ = sweeps.reverse_sweep(step, d_h_T, d_hiddens,
+                                          (hiddens, residuals.candidates, keep_rows))
+    h_prev = dropped(sweeps.previous(h0, hiddens), recurrent)
+    return d_pre, d_h0, {"W_hh": sum_outer(h_prev, d_pre, matmul_dtype)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,71 +208,90 @@ def _lstm_gate_affine(hidden_size, dtype):
     return (jnp.concatenate([half, half, one, half]), jnp.concatenate([half, half, zero, half]))
 
 
-def lstm_forward_step(params, carry, xproj_t, *, matmul_dtype=None):
+def lstm_forward_step(params, carry, xproj_t, masks_t=None, *, matmul_dtype=None,
+                      zoneout=None):
     """One LSTM step (the seed equations, no peepholes).
 
-    Forward, with ``[a_i, a_f, a_g, a_o] = xproj_t + h_{t-1} W_h`` and ``xproj_t = x_t W_x + b``::
+    Forward, with ``[a_i, a_f, a_g, a_o] = xproj_t + (h_{t-1} * r) W_h``, ``xproj_t = x_t W_x + b``,
+    the recurrent dropout mask ``r`` (1 when off) and the zoneout factors ``k^h``, ``k^c`` (the
+    step's 0/1 masks in training, the rates ``p_h``, ``p_c`` in evaluation, 0 when off)::
 
         i = sigmoid(a_i)   f = sigmoid(a_f)   g = tanh(a_g)   o = sigmoid(a_o)
-        c_t = f * c_{t-1} + i * g
-        h_t = o * tanh(c_t)
+        c~_t = f * c_{t-1} + i * g
+        h~_t = o * tanh(c~_t)
+        c_t  = k^c * c_{t-1} + (1 - k^c) * c~_t          (Krueger et al. 2017, eq. for LSTMs)
+        h_t  = k^h * h_{t-1} + (1 - k^h) * h~_t
 
-    Args: carry: LSTMState((B, H), (B, H)); xproj_t: (B, 4H).
+    Args: carry: LSTMState((B, H), (B, H)); xproj_t: (B, 4H); masks_t: `RecurrenceMasks` of
+      (B, H) rows or None; zoneout: the cell's rates ``(p_h, p_c)`` or None.
     Returns ``(LSTMState(h_t, c_t), (h_t, LSTMResiduals(gates=[i, f, g, o], cells=c_t)))``.
     """
     h_prev, c_prev = carry
+    recurrent, keep_h, keep_c = step_regularisers(masks_t, zoneout)
     hidden_size = h_prev.shape[-1]
     scale, offset = _lstm_gate_affine(hidden_size, h_prev.dtype)
-    pre = xproj_t + matmul(h_prev, params["W_h"], matmul_dtype)
+    pre = xproj_t + matmul(dropped(h_prev, recurrent), params["W_h"], matmul_dtype)
     gates = scale * jnp.tanh(scale * pre) + offset                                   # (B, 4H)
     i, f, g, o = jnp.split(gates, 4, axis=-1)   # split (not slices): its transpose is a concat
-    c = f * c_prev + i * g
-    h = o * jnp.tanh(c)
+    c_new = f * c_prev + i * g
+    h = zoned(keep_h, h_prev, o * jnp.tanh(c_new))
+    c = zoned(keep_c, c_prev, c_new)
     return LSTMState(h, c), (h, LSTMResiduals(gates=gates, cells=c))
 
 
-def lstm_backward(params, carry0, hiddens, residuals, d_hiddens, d_carry_T, *,
-                  matmul_dtype=None):
+def lstm_backward(params, carry0, hiddens, residuals, d_hiddens, d_carry_T, masks=None, *,
+                  matmul_dtype=None, zoneout=None):
     """Reverse-time sweep of an LSTM layer.
 
-    Adjoint equations (``g_t`` = gradient arriving at ``h_t`` from above, ``*`` elementwise)::
+    Adjoint equations (``g_t`` = gradient arriving at ``h_t`` from above, ``*`` elementwise;
+    ``r``, ``k^h_t``, ``k^c_t``, ``c~_t`` as in `lstm_forward_step`; without regularisers
+    ``r = 1``, ``k = 0``, ``c~_t = c_t``, ``dh~ = dh`` and ``dc~ = dc``)::
 
-        dh_t  = g_t + da_{t+1} W_h^T
-        do    = dh_t * tanh(c_t)
-        dc_t  = dc_{t+1} * f_{t+1} + dh_t * o * (1 - tanh(c_t)^2)
-        di    = dc_t * g        dg = dc_t * i        df = dc_t * c_{t-1}
+        dh_t  = g_t + [(da_{t+1} W_h^T) * r + k^h_{t+1} * dh_{t+1}]
+        dc_t  = dc~_{t+1} * f_{t+1} + k^c_{t+1} * dc_{t+1}    (the cotangent of the carried c_t)
+        dh~   = (1 - k^h_t) * dh_t
+        do    = dh~ * tanh(c~_t)
+        dc~   = (1 - k^c_t) * dc_t + dh~ * o * (1 - tanh(c~_t)^2)
+        di    = dc~ * g        dg = dc~ * i        df = dc~ * c_{t-1}
         da_i  = di * i (1 - i)  da_f = df * f (1 - f)  da_g = dg (1 - g^2)  da_o = do * o (1 - o)
-        dW_h  = sum_t h_{t-1}^T da_t          (one GEMM after the sweep)
+        dW_h  = sum_t (h_{t-1} * r)^T da_t    (one GEMM after the sweep)
 
-    The sweep starts from the final-carry cotangent ``d_carry_T``; it carries
-    ``(da_{t+1} W_h^T, dc_{t+1} * f_{t+1})`` backwards.
+    The sweep starts from the final-carry cotangent ``d_carry_T``; it carries the two brackets
+    backwards. With zoneout on ``c``, ``c~_t = f * c_{t-1} + i * g`` is recomputed from the
+    saved gates and cells instead of being saved.
 
     Args:
       carry0: LSTMState((B, H), (B, H)); hiddens: (T, B, H); residuals: LSTMResiduals with
-      gates (T, B, 4H) and cells (T, B, H); d_hiddens: (T, B, H); d_carry_T: LSTMState.
+      gates (T, B, 4H) and cells (T, B, H); d_hiddens: (T, B, H); d_carry_T: LSTMState;
+      masks: `RecurrenceMasks` of the window or None; zoneout: the cell's rates or None.
     Returns: ``(d_xproj (T, B, 4H), d_carry0 LSTMState, {"W_h": (H, 4H)})``.
     """
     W_h_T = params["W_h"].T
     cells = residuals.cells
+    recurrent, keep_h_rows, keep_c_rows, rate_h, rate_c = window_regularisers(masks, zoneout)
 
     def step(carry, gates, t, inputs_t):
         dh_from_next, dc_from_next = carry
-        g_t, c = inputs_t
+        g_t, c, keep_h_row, keep_c_row = inputs_t
+        keep_h, keep_c = keep_factor(keep_h_row, rate_h), keep_factor(keep_c_row, rate_c)
         c_prev = sweeps.previous_row(cells, t, carry0.cell)
         i, f, g, o = jnp.split(gates, 4, axis=-1)
         dh = g_t + dh_from_next
-        tanh_c = jnp.tanh(c)
-        dc = dc_from_next + dh * o * (1 - tanh_c * tanh_c)
+        dh_new = to_new(dh, keep_h)
+        tanh_c = jnp.tanh(c if keep_c is None else f * c_prev + i * g)
+        dc = to_new(dc_from_next, keep_c) + dh_new * o * (1 - tanh_c * tanh_c)
         da = jnp.concatenate([dc * g * i * (1 - i),
                               dc * c_prev * f * (1 - f),
                               dc * i * (1 - g * g),
-                              dh * tanh_c * o * (1 - o)], axis=-1)
-        return (matmul(da, W_h_T, matmul_dtype), dc * f), da, None
+                              dh_new * tanh_c * o * (1 - o)], axis=-1)
+        return (to_previous(dropped(matmul(da, W_h_T, matmul_dtype), recurrent), dh, keep_h),
+                to_previous(dc * f, dc_from_next, keep_c)), da, None
 
     # On the CPU da is written over the gates row by row (`sweeps.reverse_sweep`).
     (d_h0, d_c0), d_pre, _ = sweeps.reverse_sweep(
-        step, tuple(d_carry_T), residuals.gates, (d_hiddens, cells))
-    grads = {"W_h": sum_outer(sweeps.previous(carry0.hidden, hiddens), d_pre, matmul_dtype)}
+        step, tuple(d_carry_T), residuals.gates, (d_hiddens, cells, keep_h_rows, keep_c_rows))
+    h_prev = dropped(sweeps.previous(carry0.hidden, hiddens), recurrent)
+    grads = {"W_h": sum_outer(h_prev, d_pre, matmul_dtype)}
     return d_pre, LSTMState(d_h0, d_c0), grads
 
 
@@ -257,54 +307,66 @@ def gru_init(key, input_size, hidden_size, recurrent_init="orthogonal", dtype=jn
             "b_h": jnp.zeros((3 * hidden_size,), dtype)}
 
 
-def gru_forward_step(params, h_prev, xproj_t, *, matmul_dtype=None):
+def gru_forward_step(params, h_prev, xproj_t, masks_t=None, *, matmul_dtype=None,
+                     zoneout=None):
     """One GRU step.
 
-    Forward, with ``[x_r, x_z, x_n] = xproj_t = x_t W_x + b_x`` and
-    ``[h_r, h_z, h_n] = h_{t-1} W_h + b_h``::
+    Forward, with ``[x_r, x_z, x_n] = xproj_t = x_t W_x + b_x``,
+    ``[h_r, h_z, h_n] = (h_{t-1} * m) W_h + b_h``, the recurrent dropout mask ``m`` (1 when off;
+    it drops the state entering the GEMM only, as in Gal & Ghahramani 2016, not the
+    interpolation's ``z * h_{t-1}``) and the zoneout factor ``k`` (the step's 0/1 mask in
+    training, the rate ``p_h`` in evaluation, 0 when off)::
 
         r = sigmoid(x_r + h_r)
         z = sigmoid(x_z + h_z)
         n = tanh(x_n + r * h_n)
-        h_t = (1 - z) * n + z * h_{t-1}
+        h~_t = (1 - z) * n + z * h_{t-1}
+        h_t  = k * h_{t-1} + (1 - k) * h~_t
 
-    Args: h_prev: (B, H); xproj_t: (B, 3H).
+    Args: h_prev: (B, H); xproj_t: (B, 3H); masks_t: `RecurrenceMasks` of (B, H) rows or None;
+      zoneout: the cell's rates ``(p_h, 0)`` or None.
     Returns ``(h_t, (h_t, GRUResiduals(gates=[r, z, n], hn=h_n)))``.
     """
+    recurrent, keep, _ = step_regularisers(masks_t, zoneout)
     hidden_size = h_prev.shape[-1]
     x_rz, x_n = jnp.split(xproj_t, [2 * hidden_size], axis=-1)
-    h_rz, h_n = jnp.split(matmul(h_prev, params["W_h"], matmul_dtype) + params["b_h"],
-                          [2 * hidden_size], axis=-1)
+    h_rz, h_n = jnp.split(matmul(dropped(h_prev, recurrent), params["W_h"], matmul_dtype)
+                          + params["b_h"], [2 * hidden_size], axis=-1)
     # Both sigmoid gates in one tanh over (B, 2H): sigmoid(a) = 0.5 * tanh(a / 2) + 0.5.
     r, z = jnp.split(0.5 * jnp.tanh(0.5 * (x_rz + h_rz)) + 0.5, 2, axis=-1)
     n = jnp.tanh(x_n + r * h_n)
-    h = (1 - z) * n + z * h_prev
+    h = zoned(keep, h_prev, (1 - z) * n + z * h_prev)
     return h, (h, GRUResiduals(gates=jnp.concatenate([r, z, n], axis=-1), hn=h_n))
 
 
-def gru_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, *, matmul_dtype=None):
+def gru_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, masks=None, *,
+                 matmul_dtype=None, zoneout=None):
     """Reverse-time sweep of a GRU layer.
 
-    Adjoint equations (``g_t`` = gradient arriving at ``h_t`` from above)::
+    Adjoint equations (``g_t`` = gradient arriving at ``h_t`` from above; ``m`` and ``k_t`` as in
+    `gru_forward_step`; without regularisers ``m = 1``, ``k = 0`` and ``dh~ = dh``)::
 
-        dh_t  = g_t + [dh_{t+1} * z_{t+1}] + dgh_{t+1} W_h^T
-        da_n  = dh_t * (1 - z) * (1 - n^2)            (a_n = x_n + r * h_n)
-        da_z  = dh_t * (h_{t-1} - n) * z (1 - z)
+        dh_t  = g_t + [dh~_{t+1} * z_{t+1} + (dgh_{t+1} W_h^T) * m + k_{t+1} * dh_{t+1}]
+        dh~   = (1 - k_t) * dh_t
+        da_n  = dh~ * (1 - z) * (1 - n^2)             (a_n = x_n + r * h_n)
+        da_z  = dh~ * (h_{t-1} - n) * z (1 - z)
         da_r  = da_n * h_n * r (1 - r)
         dxproj_t = [da_r, da_z, da_n]                 (gradient of x_t W_x + b_x)
-        dgh_t    = [da_r, da_z, da_n * r]             (gradient of h_{t-1} W_h + b_h)
-        dW_h = sum_t h_{t-1}^T dgh_t,  db_h = sum_t dgh_t
+        dgh_t    = [da_r, da_z, da_n * r]             (gradient of (h_{t-1} * m) W_h + b_h)
+        dW_h = sum_t (h_{t-1} * m)^T dgh_t,  db_h = sum_t dgh_t
 
-    The carry sent back to ``h_{t-1}`` is ``dh_t * z + dgh_t W_h^T``.
+    The carry sent back to ``h_{t-1}`` is the bracket.
 
     Args:
       h0: (B, H); hiddens: (T, B, H); residuals: GRUResiduals, gates (T, B, 3H), hn (T, B, H);
-      d_hiddens: (T, B, H); d_h_T: (B, H).
+      d_hiddens: (T, B, H); d_h_T: (B, H); masks: `RecurrenceMasks` of the window or None;
+      zoneout: the cell's rates or None.
     Returns: ``(d_xproj (T, B, 3H), d_h0 (B, H), {"W_h": (H, 3H), "b_h": (3H,)})``.
     """
     W_h_T = params["W_h"].T
     hidden_size = h0.shape[-1]
     n_block = jnp.arange(3 * hidden_size) >= 2 * hidden_size
+    recurrent, keep_rows, _, keep_rate, _ = window_regularisers(masks, zoneout)
 
     def with_n_block(sequence, n_values):
         """(T, B, 3H) with its n block replaced by n_values (T, B, H): one fused select (a
@@ -312,42 +374,48 @@ def gru_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, *, matmul_dty
         return jnp.where(n_block, jnp.pad(n_values, ((0, 0), (0, 0), (2 * hidden_size, 0))),
                          sequence)
 
-    def adjoints(dh_from_next, gates, t, g_t, h_n):
+    def adjoints(dh_from_next, gates, t, g_t, h_n, keep_row):
         """One step: ``(carry to h_{t-1}, dgh_t, (da_r, da_z, da_n))``."""
+        keep = keep_factor(keep_row, keep_rate)
         h_prev = sweeps.previous_row(hiddens, t, h0)
         r, z, n = jnp.split(gates, 3, axis=-1)
         dh = g_t + dh_from_next
-        da_n = dh * (1 - z) * (1 - n * n)
-        da_z = dh * (h_prev - n) * z * (1 - z)
+        dh_new = to_new(dh, keep)
+        da_n = dh_new * (1 - z) * (1 - n * n)
+        da_z = dh_new * (h_prev - n) * z * (1 - z)
         da_r = da_n * h_n * r * (1 - r)
         d_gh = jnp.concatenate([da_r, da_z, da_n * r], axis=-1)
-        return dh * z + matmul(d_gh, W_h_T, matmul_dtype), d_gh, (da_r, da_z, da_n)
+        carry = to_previous(dh_new * z + dropped(matmul(d_gh, W_h_T, matmul_dtype), recurrent),
+                            dh, keep)
+        return carry, d_gh, (da_r, da_z, da_n)
 
-    def in_place(d_h_T, gates, d_hiddens, hn):
+    def in_place(d_h_T, gates, d_hiddens, hn, keep_rows):
         # dgh (the step's GEMM operand) is written over the gates (`sweeps.reverse_scan_in_place`),
         # da_n is emitted as a (T, B, H) output, and dxproj is dgh with that n block.
         def step(dh_from_next, gates_t, t, inputs_t):
             carry, d_gh, (_, _, da_n) = adjoints(dh_from_next, gates_t, t, *inputs_t)
             return carry, d_gh, da_n
 
-        d_h0, d_gh, d_a_n = sweeps.reverse_scan_in_place(step, d_h_T, gates, (d_hiddens, hn))
+        d_h0, d_gh, d_a_n = sweeps.reverse_scan_in_place(step, d_h_T, gates,
+                                                         (d_hiddens, hn, keep_rows))
         return d_h0, with_n_block(d_gh, d_a_n), d_gh
 
-    def stacked(d_h_T, gates, d_hiddens, hn):
+    def stacked(d_h_T, gates, d_hiddens, hn, keep_rows):
         # The sweep emits dxproj; dgh is dxproj with its n block times r, read from the gates.
         def step(dh_from_next, gates_t, t, inputs_t):
             carry, _, (da_r, da_z, da_n) = adjoints(dh_from_next, gates_t, t, *inputs_t)
             return carry, jnp.concatenate([da_r, da_z, da_n], axis=-1), None
 
-        d_h0, d_xproj, _ = sweeps.reverse_scan_stacked(step, d_h_T, gates, (d_hiddens, hn))
+        d_h0, d_xproj, _ = sweeps.reverse_scan_stacked(step, d_h_T, gates,
+                                                       (d_hiddens, hn, keep_rows))
         reset = gates[..., :hidden_size]
         return d_h0, d_xproj, with_n_block(d_xproj, d_xproj[..., 2 * hidden_size:] * reset)
 
     # In place on the CPU, stacked elsewhere, as `sweeps.reverse_sweep` chooses for the other cells.
     d_h0, d_xproj, d_gh = sweeps.by_platform(d_h_T, residuals.gates, d_hiddens, residuals.hn,
-                                       cpu=in_place, default=stacked)
-    grads = {"W_h": sum_outer(sweeps.previous(h0, hiddens), d_gh, matmul_dtype),
-             "b_h": d_gh.sum(axis=(0, 1))}
+                                             keep_rows, cpu=in_place, default=stacked)
+    h_prev = dropped(sweeps.previous(h0, hiddens), recurrent)
+    grads = {"W_h": sum_outer(h_prev, d_gh, matmul_dtype), "b_h": d_gh.sum(axis=(0, 1))}
     return d_xproj, d_h0, grads
 
 
@@ -359,7 +427,10 @@ class Cell(NamedTuple):
 
     input_weight / input_bias: names of the parameters of the input projection
     ``xproj = x W_x + b_x``, which the unroll hoists out of the recurrence.
+    recurrent_weight: name of ``W_h`` (H, G), the recurrent weights (weight-drop acts on it).
     matmul_dtype: the one bound into the functions (`matmul`); None = the operands' dtype.
+    zoneout: ``(p_h, p_c)`` bound into the functions, or None: the zoneout rates of the hidden
+    state and (LSTM) the cell, used as the expectation wherever no zoneout mask is given.
     """
 
     name: str
@@ -372,11 +443,14 @@ class Cell(NamedTuple):
     forward: Callable
     backward: Callable
     matmul_dtype: str = None
+    recurrent_weight: str = "W_h"
+    zoneout: Optional[Tuple[float, float]] = None
 
 
-def get_cell(arch, activation=None, matmul_dtype=None):
+def get_cell(arch, activation=None, matmul_dtype=None, zoneout=None):
     """The `Cell` for ``arch`` in ("rnn", "lstm", "gru"); ``activation`` applies to "rnn" only;
-    ``matmul_dtype`` (None or "bfloat16", see `matmul`) is bound into all its functions."""
+    ``matmul_dtype`` (None or "bfloat16", see `matmul`) and ``zoneout`` (None or
+    ``(p_h, p_c)``, see `regularisers.zoneout_rates`) are bound into all its functions."""
     if arch not in ARCHS:
         raise ConfigError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
     if matmul_dtype not in MATMUL_DTYPES:
@@ -391,58 +465,91 @@ def get_cell(arch, activation=None, matmul_dtype=None):
                           f"arch={arch}")
     else:
         activation = None
-    return _build_cell(arch, activation, matmul_dtype)
+    return _build_cell(arch, activation, matmul_dtype,
+                       regularisers.zoneout_rates(arch, zoneout))
+
+
+def _window_forward(sweep, forward_step):
+    """``forward(params, carry0, xproj, masks=None)``: ``sweep`` (`sweeps.scan_forward` or
+    `sweeps.gates_in_place`) of ``forward_step``. With a `RecurrenceMasks` window, the zoneout
+    masks (T, B, H) are scanned alongside ``xproj`` and each step gets its rows and the (B, H)
+    recurrent mask; without, the plain sweep."""
+    plain = sweep(forward_step)
+
+    def forward(params, carry0, xproj, masks=None):
+        if masks is None:
+            return plain(params, carry0, xproj)
+        recurrent = masks.recurrent
+
+        def step(params, carry, xproj_t, rows_t):
+            return forward_step(params, carry, xproj_t, rows_t._replace(recurrent=recurrent))
+
+        return sweep(step)(params, carry0, xproj, masks._replace(recurrent=None))
+    return forward
 
 
 # Each arch's parts, by name. ``forward`` turns the bound step into the window's forward: the
 # LSTM and GRU write their gates (the same width as the input projection) over it in place.
 _CELL_PARTS = {
-    "rnn": dict(num_gates=1, input_weight="W_xh", input_bias="b_h", init=rnn_init,
+    "rnn": dict(num_gates=1, input_weight="W_xh", input_bias="b_h", recurrent_weight="W_hh",
+                init=rnn_init,
                 zero_carry=_zero_hidden, forward_step=rnn_forward_step,
                 forward=sweeps.scan_forward, backward=rnn_backward),
-    "lstm": dict(num_gates=4, input_weight="W_x", input_bias="b", init=lstm_init,
+    "lstm": dict(num_gates=4, input_weight="W_x", input_bias="b", recurrent_weight="W_h",
+                 init=lstm_init,
                  zero_carry=_lstm_zero_carry, forward_step=lstm_forward_step,
                  forward=sweeps.gates_in_place, backward=lstm_backward),
-    "gru": dict(num_gates=3, input_weight="W_x", input_bias="b_x", init=gru_init,
+    "gru": dict(num_gates=3, input_weight="W_x", input_bias="b_x", recurrent_weight="W_h",
+                init=gru_init,
                 zero_carry=_zero_hidden, forward_step=gru_forward_step,
                 forward=sweeps.gates_in_place, backward=gru_backward),
 }
 
 
 @functools.lru_cache(maxsize=None)
-def _build_cell(arch, activation, matmul_dtype):
+def _build_cell(arch, activation, matmul_dtype, zoneout):
     parts = _CELL_PARTS[arch]
-    options = {"matmul_dtype": matmul_dtype}
+    options = {"matmul_dtype": matmul_dtype, "zoneout": zoneout}
     if arch == "rnn":
         options["activation"] = activation
     forward_step = functools.partial(parts["forward_step"], **options)
     return Cell(name=arch, num_gates=parts["num_gates"], input_weight=parts["input_weight"],
                 input_bias=parts["input_bias"], init=parts["init"],
                 zero_carry=parts["zero_carry"], forward_step=forward_step,
-                forward=parts["forward"](forward_step),
+                forward=_window_forward(parts["forward"], forward_step),
                 backward=functools.partial(parts["backward"], **options),
-                matmul_dtype=matmul_dtype)
+                matmul_dtype=matmul_dtype, recurrent_weight=parts["recurrent_weight"],
+                zoneout=zoneout)
 
 
 # ---------------------------------------------------------------------------------------------
 # The public one-step signature (params, carry, x_t) -> (carry, h_t)
 # ---------------------------------------------------------------------------------------------
-def project_inputs(cell, params, inputs):
+def project_inputs(cell, params, inputs, row_scale=None):
     """Input projection ``x W_x + b_x`` for any leading shape.
 
     inputs: integer character ids ``(...)`` -- a row gather of ``W_x`` (a one-hot matmul without
     the matmul) -- or floats ``(..., I)``. Returns ``(..., G)``.
+    row_scale: None, or for ids ``(...)`` multipliers of the gathered rows (embedding dropout:
+    ``W_x[id] * e[id] + b_x``, the bias not dropped).
     """
     weight, bias = params[cell.input_weight], params[cell.input_bias]
     if jnp.issubdtype(inputs.dtype, jnp.integer):
-        return jnp.take(weight, inputs, axis=0) + bias
+        rows = jnp.take(weight, inputs, axis=0)
+        return (rows if row_scale is None else rows * row_scale[..., None]) + bias
+    if row_scale is not None:
+        raise ConfigError("embedding dropout scales rows of the input weights and needs "
+                          "character ids as inputs, not floats")
     return matmul(inputs, weight, cell.matmul_dtype) + bias
 
 
 def make_step(cell):
-    """``step(params, carry, x_t) -> (carry, h_t)`` for ``x_t: (B, I)`` floats or ``(B,)`` ids."""
-    def step(params, carry, x_t):
-        carry, (h, _) = cell.forward_step(params, carry, project_inputs(cell, params, x_t))
+    """``step(params, carry, x_t, masks_t=None, row_scale_t=None) -> (carry, h_t)`` for
+    ``x_t: (B, I)`` floats or ``(B,)`` ids; ``masks_t`` a `RecurrenceMasks` of (B, H) rows and
+    ``row_scale_t: (B,)`` embedding-dropout multipliers (`project_inputs`), both optional."""
+    def step(params, carry, x_t, masks_t=None, row_scale_t=None):
+        carry, (h, _) = cell.forward_step(params, carry,
+                                          project_inputs(cell, params, x_t, row_scale_t), masks_t)
         return carry, h
     return step
 

@@ -9,6 +9,7 @@ import math
 from typing import Tuple
 
 from jaxrnn.cells import ACTIVATIONS, ARCHS, RECURRENT_INITS
+from jaxrnn import regularisers
 from jaxrnn.errors import ConfigError
 from jaxrnn.unroll import BACKWARDS
 
@@ -16,6 +17,8 @@ OPTIMIZERS = ("adam", "adamw", "rmsprop", "adagrad", "sgd")
 SCHEDULES = ("constant", "cosine", "exponential")
 CLIP_MODES = ("global", "element", "none")
 DTYPES = ("float32", "float64")
+# The regularisers' rate fields, each in [0, 1): `jaxrnn.regularisers.Rates`.
+REGULARISERS = regularisers.NAMES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +38,27 @@ class Config:
         "help": "recurrent weight initialiser: orthogonal, identity (IRNN) or scaled_normal"})
     dropout: float = dataclasses.field(default=0.25, metadata={
         "help": "dropout rate on non-recurrent connections (between layers, before the output)"})
+    # regularisers (jaxrnn.regularisers), all off at 0
+    variational_dropout: float = dataclasses.field(default=0.0, metadata={
+        "help": "variational dropout rate on the same connections as --dropout, one mask per "
+                "stream and window, the same at every step (Gal & Ghahramani 2016); with "
+                "--dropout the two masks multiply"})
+    recurrent_dropout: float = dataclasses.field(default=0.0, metadata={
+        "help": "variational dropout rate on the recurrent state h_{t-1} where it enters "
+                "h_{t-1} W_h, one mask per stream and window (Gal & Ghahramani 2016); the "
+                "carried state itself is not dropped"})
+    weight_drop: float = dataclasses.field(default=0.0, metadata={
+        "help": "DropConnect rate on the recurrent weights W_h, one mask per window shared by "
+                "all streams (Merity et al. 2018, AWD-LSTM)"})
+    embedding_dropout: float = dataclasses.field(default=0.0, metadata={
+        "help": "rate at which whole characters (layer 0's rows of the input weights) are "
+                "dropped, per stream and window, the others scaled by 1/(1-rate)"})
+    zoneout_hidden: float = dataclasses.field(default=0.0, metadata={
+        "help": "zoneout rate of the hidden state: each unit keeps h_{t-1} with this "
+                "probability at each step (Krueger et al. 2017); evaluation and sampling use "
+                "the expectation"})
+    zoneout_cell: float = dataclasses.field(default=0.0, metadata={
+        "help": "zoneout rate of the LSTM's cell state c (--arch=lstm only), as --zoneout_hidden"})
     dtype: str = dataclasses.field(default="float32", metadata={
         "help": "parameter and compute dtype: float32 or float64"})
     bf16_matmuls: bool = dataclasses.field(default=False, metadata={
@@ -207,6 +231,13 @@ def validate(config: Config) -> Config:
     _require(0.0 <= config.state_reset_probability <= 1.0, "--state_reset_probability must be "
              f"in [0, 1], got {config.state_reset_probability}")
     _require(0.0 <= config.dropout < 1.0, f"--dropout must be in [0, 1), got {config.dropout}")
+    for name in REGULARISERS:
+        value = getattr(config, name)
+        _require(isinstance(value, (int, float)) and 0.0 <= value < 1.0,
+                 f"--{name} must be in [0, 1) (0: off), got {value!r}")
+    _require(config.arch == "lstm" or config.zoneout_cell == 0.0,
+             f"--zoneout_cell applies to --arch=lstm only (its memory cell); drop it or use "
+             f"--zoneout_hidden with --arch={config.arch}")
     _require(0.0 < config.final_lr_fraction <= 1.0,
              f"--final_lr_fraction must be in (0, 1], got {config.final_lr_fraction}")
     _require(0.0 < config.decay_rate <= 1.0,

@@ -112,13 +112,14 @@ def _autodiff_projection_gradients(cell, params, inputs, targets, state):
 
 
 def projection_gradients(params, inputs, targets, *, arch, activation=None, backward="manual",
-                         matmul_dtype=None):
+                         matmul_dtype=None, zoneout=None):
     """``g_t = dL_T/da_t`` for every step and layer (see the module docstring), zero start state.
 
     Args:
       params: a language model's parameters (`jaxrnn.init_params` or a checkpoint).
       inputs, targets: (B, T) int32 windows; only the last target enters ``L_T``.
       backward: "manual" (hand-written sweeps) or "autodiff" (`jax.grad`).
+      zoneout: the cell's zoneout rates (None: none), as their expectation (no masks here).
     Returns: list of L arrays (T, B, G), bottom layer first.
     """
     if backward not in BACKWARDS:
@@ -127,7 +128,7 @@ def projection_gradients(params, inputs, targets, *, arch, activation=None, back
     if inputs.shape[0] < 2:
         raise ConfigError(f"a window of {inputs.shape[0]} step(s) has no earlier step to reach; "
                           "use --seq_len of 2 or more")
-    cell = get_cell(arch, activation, matmul_dtype)
+    cell = get_cell(arch, activation, matmul_dtype, zoneout)
     state = zero_state_for(params, arch, inputs.shape[1])
     compute_gradients = (_manual_projection_gradients if backward == "manual"
                          else _autodiff_projection_gradients)
@@ -171,11 +172,11 @@ def first_reach(norms, relative_floor=RELATIVE_FLOOR):
 
 
 def gradient_flow(params, inputs, targets, *, arch, activation=None, backward="manual",
-                  matmul_dtype=None):
+                  matmul_dtype=None, zoneout=None):
     """`projection_gradients` summarised as a `GradientFlow`."""
     norms = norms_by_distance(projection_gradients(
         params, inputs, targets, arch=arch, activation=activation, backward=backward,
-        matmul_dtype=matmul_dtype))
+        matmul_dtype=matmul_dtype, zoneout=zoneout))
     return GradientFlow(norms, np.array([fit_factor_per_step(row) for row in norms]),
                         np.array([first_reach(row) for row in norms]))
 

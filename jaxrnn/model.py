@@ -9,16 +9,21 @@ The one-hot input is a row gather of layer 0's input weights, never a dense one-
 `loss_fn` returns the mean negative log-likelihood in nats per character and the final state.
 With ``backward="manual"`` the whole loss is one ``jax.custom_vjp`` whose backward is written by
 hand end to end: ``softmax - onehot`` for the output layer, then `jaxrnn.unroll.stack_backward`.
+
+Training-time regularisers enter as a `jaxrnn.types.WindowMasks` (`jaxrnn.regularisers`), and
+dropout's masks are drawn here from ``dropout_key``; evaluation and sampling (`forward_log_probs`,
+`model_step`) take no masks, and a cell with zoneout rates uses their expectation there.
 """
 import functools
 
 import jax
 import jax.numpy as jnp
 
-from jaxrnn import validate
+from jaxrnn import regularisers, validate
 from jaxrnn.cells import get_cell, project_inputs
 from jaxrnn.errors import ConfigError
 from jaxrnn.matmuls import matmul, sum_outer
+from jaxrnn.types import WindowMasks
 from jaxrnn.unroll import BACKWARDS, reference_unroll, stack_backward, stack_forward
 
 
@@ -30,19 +35,19 @@ def _float_dtype(dtype):
 
 
 def init_params(key, arch, vocab_size, hidden_size, num_layers=1, *, dtype=jnp.float32,
-                recurrent_init="orthogonal", activation=None, matmul_dtype=None):
+                recurrent_init="orthogonal", activation=None, matmul_dtype=None, zoneout=None):
     """Initial parameters of an ``arch`` language model (see the module docstring for names).
 
     Cell initialisers are documented in `jaxrnn.cells`; the output projection is Glorot normal
-    with a zero bias. ``activation`` and ``matmul_dtype`` are accepted (and checked) so that the
-    same ``**cell_options`` can be passed here and to `loss_fn`. Sizes are integers >= 1 (NumPy
-    integers too).
+    with a zero bias. ``activation``, ``matmul_dtype`` and ``zoneout`` are accepted (and checked)
+    so that the same ``**cell_options`` can be passed here and to `loss_fn`. Sizes are integers
+    >= 1 (NumPy integers too).
     """
     vocab_size = validate.size("vocab_size", vocab_size)
     hidden_size = validate.size("hidden_size", hidden_size)
     num_layers = validate.size("num_layers", num_layers)
     dtype = _float_dtype(dtype)
-    cell = get_cell(arch, activation, matmul_dtype)
+    cell = get_cell(arch, activation, matmul_dtype, zoneout)
     keys = jax.random.split(key, num_layers + 1)
     layers = [cell.init(keys[index], vocab_size if index == 0 else hidden_size, hidden_size,
                         recurrent_init, dtype) for index in range(num_layers)]
@@ -133,31 +138,28 @@ def _head_backward(params, outputs, log_probs, targets, d_loss, matmul_dtype=Non
 # ---------------------------------------------------------------------------------------------
 # The manual loss: one custom_vjp over the whole model
 # ---------------------------------------------------------------------------------------------
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _manual_loss(arch, activation, matmul_dtype, params, inputs, targets, state, masks):
-    loss, final_state = _manual_loss_fwd(arch, activation, matmul_dtype, params, inputs, targets,
-                                         state, masks)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _manual_loss(cell, params, inputs, targets, state, masks):
+    loss, final_state = _manual_loss_fwd(cell, params, inputs, targets, state, masks)[0]
     return loss, final_state
 
 
-def _manual_loss_fwd(arch, activation, matmul_dtype, params, inputs, targets, state, masks):
+def _manual_loss_fwd(cell, params, inputs, targets, state, masks):
     # fwd: (params, inputs (T,B), targets (T,B), state, masks) -> ((loss, final_state), saved)
-    cell = get_cell(arch, activation, matmul_dtype)
     outputs, final_state, residuals = stack_forward(cell, params["layers"], inputs, state, masks)
-    log_probs = output_log_probs(params, outputs, matmul_dtype)
+    log_probs = output_log_probs(params, outputs, cell.matmul_dtype)
     loss = mean_nll(log_probs, targets)
     return (loss, final_state), (params, targets, masks, outputs, log_probs, residuals)
 
 
-def _manual_loss_bwd(arch, activation, matmul_dtype, saved, cotangents):
+def _manual_loss_bwd(cell, saved, cotangents):
     # bwd: (saved, (d_loss, d_final_state)) -> (d_params, None, None, d_state0, d_masks)
     params, targets, masks, outputs, log_probs, residuals = saved
     d_loss, d_final_state = cotangents
     head_grads, d_outputs = _head_backward(params, outputs, log_probs, targets, d_loss,
-                                           matmul_dtype)
+                                           cell.matmul_dtype)
     layer_grads, _, d_state0, d_masks = stack_backward(
-        get_cell(arch, activation, matmul_dtype), params["layers"], residuals, masks, d_outputs,
-        d_final_state)
+        cell, params["layers"], residuals, masks, d_outputs, d_final_state)
     # Integer inputs and targets have no cotangent: None is JAX's symbolic zero here.
     return {"layers": layer_grads, **head_grads}, None, None, d_state0, d_masks
 
@@ -170,8 +172,20 @@ def _autodiff_loss(cell, params, inputs, targets, state, masks):
     return mean_nll(output_log_probs(params, outputs, cell.matmul_dtype), targets), final_state
 
 
+def _with_dropout(masks, dropout_masks):
+    """``masks`` (a `WindowMasks` or None) with dropout's (L, T, B, H) multipliers (or None)
+    multiplied into its output masks."""
+    if dropout_masks is None:
+        return masks
+    if masks is None:
+        return WindowMasks(outputs=dropout_masks)
+    outputs = dropout_masks if masks.outputs is None else dropout_masks * masks.outputs
+    return masks._replace(outputs=outputs)
+
+
 def loss_fn(params, inputs, targets, state=None, *, arch, backward="manual", dropout=0.0,
-            dropout_key=None, activation=None, recurrent_init=None, matmul_dtype=None):
+            dropout_key=None, masks=None, activation=None, recurrent_init=None, matmul_dtype=None,
+            zoneout=None):
     """Mean cross-entropy in nats per character and the final state.
 
     Args:
@@ -184,25 +198,34 @@ def loss_fn(params, inputs, targets, state=None, *, arch, backward="manual", dro
         accepted so one ``**cell_options`` serves `init_params` and `loss_fn`).
       backward: "manual" (hand-written BPTT, `jax.custom_vjp`) or "autodiff" (`jax.grad` of the
         plain scan). Forward values are identical.
-      dropout, dropout_key: inverted dropout on the non-recurrent connections (training only).
+      dropout, dropout_key: inverted dropout on the non-recurrent connections (training only),
+        a fresh mask at every step (Zaremba et al. 2014).
+      masks: None, or the window's other training-time multipliers, a `jaxrnn.types.WindowMasks`
+        from `jaxrnn.regularisers.draw_masks` (variational, recurrent and embedding dropout,
+        weight-drop, zoneout); their shapes are checked (`jaxrnn.regularisers.check_masks`).
       matmul_dtype: None, or "bfloat16": every matrix product (forward and backward, both modes)
         with bfloat16 operands and float32 accumulation (`jaxrnn.matmuls.matmul`).
+      zoneout: None or ``(p_h, p_c)``, the cell's zoneout rates (`jaxrnn.cells.get_cell`): with
+        zoneout masks in ``masks`` those are used (training), without, the expectation.
     Returns: ``(loss scalar, final_state)``; use ``jax.value_and_grad(loss_fn, has_aux=True)``.
     """
     del recurrent_init
-    cell = get_cell(arch, activation, matmul_dtype)
+    cell = get_cell(arch, activation, matmul_dtype, zoneout)
     inputs, targets, state = _checked_inputs(params, arch, inputs, state, targets)
     inputs, targets = jnp.asarray(inputs).T, jnp.asarray(targets).T       # (T, B), time-major
     dtype = params["W_hy"].dtype
-    masks = None
+    if masks is not None:
+        regularisers.check_masks(masks, cell, len(params["layers"]), *inputs.shape,
+                                 params["W_hy"].shape[1], hidden_size_of(params))
+    dropout_masks = None
     if dropout:
         if dropout_key is None:
             raise ConfigError("dropout > 0 needs a dropout_key; pass jax.random.key(...)")
-        masks = make_dropout_masks(dropout_key, dropout, len(params["layers"]),
-                                   (*inputs.shape, hidden_size_of(params)), dtype)
+        dropout_masks = make_dropout_masks(dropout_key, dropout, len(params["layers"]),
+                                           (*inputs.shape, hidden_size_of(params)), dtype)
+    masks = _with_dropout(masks, dropout_masks)
     if backward == "manual":
-        return _manual_loss(arch, activation, matmul_dtype, params, inputs, targets, state,
-                            masks)
+        return _manual_loss(cell, params, inputs, targets, state, masks)
     if backward == "autodiff":
         return _autodiff_loss(cell, params, inputs, targets, state, masks)
     raise ConfigError(f"backward must be one of {', '.join(BACKWARDS)}, got {backward!r}")
@@ -229,22 +252,25 @@ def _checked_inputs(params, arch, inputs, state, targets=None, ndim=2):
 # ---------------------------------------------------------------------------------------------
 # Inference helpers (evaluation and sampling)
 # ---------------------------------------------------------------------------------------------
-def forward_log_probs(params, inputs, state=None, *, arch, activation=None, matmul_dtype=None):
-    """inputs: (B, T) int32, T >= 1 -> ``(log_probs (B, T, V), final_state)``; no dropout.
+def forward_log_probs(params, inputs, state=None, *, arch, activation=None, matmul_dtype=None,
+                      zoneout=None):
+    """inputs: (B, T) int32, T >= 1 -> ``(log_probs (B, T, V), final_state)``; no dropout, and
+    zoneout (rates ``(p_h, p_c)`` or None) as its expectation.
 
     state: as for `loss_fn` (None for zeros)."""
-    cell = get_cell(arch, activation, matmul_dtype)
+    cell = get_cell(arch, activation, matmul_dtype, zoneout)
     inputs, _, state = _checked_inputs(params, arch, inputs, state)
     inputs = jnp.asarray(inputs).T
     outputs, final_state, _ = stack_forward(cell, params["layers"], inputs, state)
     return jnp.swapaxes(output_log_probs(params, outputs, matmul_dtype), 0, 1), final_state
 
 
-def model_step(params, state, ids, *, arch, activation=None, matmul_dtype=None):
-    """One character for every stream: ids (B,) int32 -> ``(state, logits (B, V))``.
+def model_step(params, state, ids, *, arch, activation=None, matmul_dtype=None, zoneout=None):
+    """One character for every stream: ids (B,) int32 -> ``(state, logits (B, V))``; zoneout
+    (rates ``(p_h, p_c)`` or None) as its expectation.
 
     state: tuple of L carries of batch B in the parameters' dtype (from `init_state`)."""
-    cell = get_cell(arch, activation, matmul_dtype)
+    cell = get_cell(arch, activation, matmul_dtype, zoneout)
     if state is None:
         raise ConfigError("model_step needs a state; start from jaxrnn.init_state(arch, B, H, L)")
     ids, _, state = _checked_inputs(params, arch, ids, state, ndim=1)

@@ -147,7 +147,7 @@ def filter_logits(logits, *, temperature=1.0, top_k=0, top_p=1.0):
 
 
 def make_sampler(*, arch, activation=None, length, num_samples, temperature=1.0, top_k=0,
-                 top_p=1.0, greedy=False, matmul_dtype=None):
+                 top_p=1.0, greedy=False, matmul_dtype=None, zoneout=None):
     """A jitted, pure ``sample_ids(params, prime_ids, key) -> ids`` for one set of options.
 
     Cached per option set, so repeated calls with the same options (however they are spelled:
@@ -155,7 +155,8 @@ def make_sampler(*, arch, activation=None, length, num_samples, temperature=1.0,
     jit compiles again only for a new prime length P or new parameter shapes/dtypes.
 
     Args:
-      arch, activation, matmul_dtype: the model's cell, as for `jaxrnn.model.model_step`.
+      arch, activation, matmul_dtype, zoneout: the model's cell, as for
+        `jaxrnn.model.model_step` (zoneout rates as their expectation).
       length: N >= 1 characters sampled per stream.
       num_samples: S >= 1 streams, sampled independently in parallel from the same prime.
       temperature, top_k, top_p: see `filter_logits` (ignored when ``greedy``).
@@ -174,19 +175,19 @@ def make_sampler(*, arch, activation=None, length, num_samples, temperature=1.0,
       ConfigError: invalid options (see `validate_sampling_options`), unknown arch/activation.
     """
     validate_sampling_options(temperature, top_k, top_p, length, num_samples, greedy)
-    get_cell(arch, activation, matmul_dtype)     # fail early on a bad arch/activation
+    zoneout = get_cell(arch, activation, matmul_dtype, zoneout).zoneout   # fail early; canonical
     if greedy:                      # the filters do not matter: share one sampler
         temperature, top_k, top_p = 1.0, 0, 1.0
-    return _cached_sampler(arch, activation, matmul_dtype, int(length), int(num_samples),
+    return _cached_sampler(arch, activation, matmul_dtype, zoneout, int(length), int(num_samples),
                            float(temperature), int(top_k), float(top_p), bool(greedy))
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_sampler(arch, activation, matmul_dtype, length, num_samples, temperature, top_k,
-                    top_p, greedy):
+def _cached_sampler(arch, activation, matmul_dtype, zoneout, length, num_samples, temperature,
+                    top_k, top_p, greedy):
     """`make_sampler` for validated options in canonical types, one entry per option set."""
     step = functools.partial(model_step, arch=arch, activation=activation,
-                             matmul_dtype=matmul_dtype)
+                             matmul_dtype=matmul_dtype, zoneout=zoneout)
 
     def draw(logits, key):
         """logits (S, V) -> next ids (S,) int32."""
@@ -235,7 +236,8 @@ def start_character(vocab):
 
 
 def sample_text(params, *, arch, vocab, key, prime="", length=200, num_samples=1, temperature=1.0,
-                top_k=0, top_p=1.0, greedy=False, activation=None, matmul_dtype=None):
+                top_k=0, top_p=1.0, greedy=False, activation=None, matmul_dtype=None,
+                zoneout=None):
     """Samples ``num_samples`` continuations of ``prime`` and returns them as strings.
 
     An empty ``prime`` starts from `start_character` (a newline when the vocabulary has one, else
@@ -243,7 +245,7 @@ def sample_text(params, *, arch, vocab, key, prime="", length=200, num_samples=1
 
     Args:
       params: from `jaxrnn.init_params` or a checkpoint; its output layer must have V = len(vocab).
-      arch, activation, matmul_dtype: the model's cell.
+      arch, activation, matmul_dtype, zoneout: the model's cell (`make_sampler`).
       vocab: str of length V, the training vocabulary (`jaxrnn.data.build_vocab`).
       key: a `jax.random` key.
       prime: str of P >= 0 characters, all in ``vocab``.
@@ -269,6 +271,7 @@ def sample_text(params, *, arch, vocab, key, prime="", length=200, num_samples=1
     prime_ids = encode(vocab, prime or start_character(vocab))                  # (P,) int32
     sampler = make_sampler(arch=arch, activation=activation, length=length,
                            num_samples=num_samples, temperature=temperature, top_k=top_k,
-                           top_p=top_p, greedy=greedy, matmul_dtype=matmul_dtype)
+                           top_p=top_p, greedy=greedy, matmul_dtype=matmul_dtype,
+                           zoneout=zoneout)
     ids = np.asarray(sampler(params, jnp.asarray(prime_ids), key))             # (S, N)
     return [prime + decode(vocab, row) for row in ids]

@@ -52,12 +52,17 @@ def previous_row(sequence, t, first):
 # Forward scans
 # ---------------------------------------------------------------------------------------------
 def scan_forward(forward_step):
-    """``forward(params, carry0, xproj) -> (carry_T, hiddens, residuals)``: a plain scan of
-    ``forward_step(params, carry, xproj_t) -> (carry, (h_t, residuals_t))`` over
-    ``xproj: (T, B, G)``, hiddens and residuals stacked over T."""
-    def forward(params, carry0, xproj):
-        carry_T, (hiddens, residuals) = jax.lax.scan(
-            functools.partial(forward_step, params), carry0, xproj)
+    """``forward(params, carry0, xproj, xs=None) -> (carry_T, hiddens, residuals)``: a plain scan
+    of ``forward_step(params, carry, xproj_t[, xs_t]) -> (carry, (h_t, residuals_t))`` over
+    ``xproj: (T, B, G)`` (and the pytree ``xs`` of (T, ...) arrays, when given), hiddens and
+    residuals stacked over T."""
+    def forward(params, carry0, xproj, xs=None):
+        if xs is None:
+            carry_T, (hiddens, residuals) = jax.lax.scan(
+                functools.partial(forward_step, params), carry0, xproj)
+        else:
+            carry_T, (hiddens, residuals) = jax.lax.scan(
+                lambda carry, inputs: forward_step(params, carry, *inputs), carry0, (xproj, xs))
         return carry_T, hiddens, residuals
     return forward
 
@@ -84,15 +89,18 @@ def scan_in_place(step, carry, buffer, xs=None):
 
 
 def gates_in_place(forward_step):
-    """``forward(params, carry0, xproj) -> (carry_T, hiddens (T, B, H), residuals)``: the step
-    over a window, each step's ``residuals.gates`` written over its row of ``xproj: (T, B, G)``
-    by `scan_in_place`; the residuals' other fields are stacked over T as usual."""
-    def forward(params, carry0, xproj):
-        def step(carry, xproj_t, _):
-            carry, (h, residuals) = forward_step(params, carry, xproj_t)
+    """``forward(params, carry0, xproj, xs=None) -> (carry_T, hiddens (T, B, H), residuals)``:
+    the step over a window, each step's ``residuals.gates`` written over its row of
+    ``xproj: (T, B, G)`` by `scan_in_place`; the residuals' other fields are stacked over T as
+    usual. ``xs`` (a pytree of (T, ...) arrays), when given, is scanned alongside and its rows
+    passed to ``forward_step(params, carry, xproj_t, xs_t)``."""
+    def forward(params, carry0, xproj, xs=None):
+        def step(carry, xproj_t, xs_t):
+            extra = () if xs is None else (xs_t,)
+            carry, (h, residuals) = forward_step(params, carry, xproj_t, *extra)
             return carry, residuals.gates, (h, residuals._replace(gates=None))
 
-        carry_T, gates, (hiddens, residuals) = scan_in_place(step, carry0, xproj)
+        carry_T, gates, (hiddens, residuals) = scan_in_place(step, carry0, xproj, xs)
         return carry_T, hiddens, residuals._replace(gates=gates)
     return forward
 

@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrnn import data, model
+from jaxrnn import data, model, regularisers
+from jaxrnn.cells import get_cell
 from jaxrnn.errors import ConfigError
 from jaxrnn.types import TrainState
 
@@ -35,11 +36,22 @@ LN2 = math.log(2.0)
 # ``fold_in`` and one of these constants, so no two streams (and no two seeds) share keys:
 #   init:    the parameters' initialisation
 #   step:    per optimiser step k, fold_in(fold_in(root, STREAM_STEP), k), split by name into
-#            dropout masks (STEP_DROPOUT) and per-stream state resets (STEP_STATE_RESET)
+#            dropout masks (STEP_DROPOUT), per-stream state resets (STEP_STATE_RESET) and the
+#            masks of each other regulariser (STEP_VARIATIONAL_DROPOUT ... STEP_ZONEOUT_CELL,
+#            `jaxrnn.regularisers`; new streams, so the draws of runs without them are unchanged)
 #   offsets: per epoch e, fold_in(fold_in(root, STREAM_OFFSETS), e), the random window offset
 #   samples: per evaluation at step k, fold_in(fold_in(root, STREAM_SAMPLES), k)
 STREAM_INIT, STREAM_STEP, STREAM_OFFSETS, STREAM_SAMPLES = 0, 1, 2, 3
 STEP_DROPOUT, STEP_STATE_RESET = 0, 1
+STEP_VARIATIONAL_DROPOUT, STEP_RECURRENT_DROPOUT, STEP_WEIGHT_DROP = 2, 3, 4
+STEP_EMBEDDING_DROPOUT, STEP_ZONEOUT_HIDDEN, STEP_ZONEOUT_CELL = 5, 6, 7
+# The step stream of each regulariser's masks, by its name (`jaxrnn.regularisers.NAMES`).
+STEP_MASK_STREAMS = {"variational_dropout": STEP_VARIATIONAL_DROPOUT,
+                     "recurrent_dropout": STEP_RECURRENT_DROPOUT,
+                     "weight_drop": STEP_WEIGHT_DROP,
+                     "embedding_dropout": STEP_EMBEDDING_DROPOUT,
+                     "zoneout_hidden": STEP_ZONEOUT_HIDDEN,
+                     "zoneout_cell": STEP_ZONEOUT_CELL}
 
 
 def stream_key(root_key, stream, index=None):
@@ -49,10 +61,32 @@ def stream_key(root_key, stream, index=None):
 
 
 def cell_options(config):
-    """The cell keyword arguments of ``config``: the activation (arch=rnn only) and the matmul
-    dtype ("bfloat16" with --bf16_matmuls, else None)."""
+    """The cell keyword arguments of ``config``: the activation (arch=rnn only), the matmul
+    dtype ("bfloat16" with --bf16_matmuls, else None) and the zoneout rates ``(p_h, p_c)`` (None
+    without zoneout), which evaluation and sampling use as the expectation."""
     return {"activation": config.activation if config.arch == "rnn" else None,
-            "matmul_dtype": "bfloat16" if config.bf16_matmuls else None}
+            "matmul_dtype": "bfloat16" if config.bf16_matmuls else None,
+            "zoneout": regularisers.zoneout_of(regulariser_rates(config))}
+
+
+def regulariser_rates(config):
+    """The `jaxrnn.regularisers.Rates` of ``config`` (its fields of the same names)."""
+    return regularisers.Rates(*(getattr(config, name) for name in regularisers.NAMES))
+
+
+def draw_window_masks(config, step_key, vocab_size):
+    """The regularisers' `WindowMasks` of the step whose key is ``step_key`` (each from its
+    STEP_* stream), or None when they are all off; drawn inside the compiled step, so each run
+    of a vmapped group draws its own from its own key."""
+    rates = regulariser_rates(config)
+    if not any(rates):
+        return None
+    keys = {name: jax.random.fold_in(step_key, stream)
+            for name, stream in STEP_MASK_STREAMS.items() if getattr(rates, name)}
+    return regularisers.draw_masks(
+        rates, keys, num_layers=config.num_layers, seq_len=config.seq_len,
+        batch_size=config.batch_size, vocab_size=vocab_size, hidden_size=config.hidden_size,
+        num_gates=get_cell(config.arch).num_gates, dtype=dtype_of(config))
 
 
 def dtype_of(config):
@@ -166,7 +200,8 @@ def epoch_windows(config, num_windows):
 
 def make_train_step(config, num_windows):
     """``train_step(train_state, streams (B, W*T+1), hparams=None) -> (train_state, metrics)``,
-    pure. ``hparams`` (a `RunHparams` of scalars, may be traced) overrides the learning rate (as a
+    pure. Dropout's and the other regularisers' masks (`draw_window_masks`) are drawn inside, from
+    the run's key and the step. ``hparams`` (a `RunHparams` of scalars, may be traced) overrides the learning rate (as a
     multiple of the schedule's) and the clip threshold, so that runs at different values can share
     one compiled program; None runs ``config``'s values.
 
@@ -197,7 +232,8 @@ def make_train_step(config, num_windows):
         inputs, targets = data.get_window_jax(streams, window, config.seq_len, offset)
         (loss, final_state), grads = value_and_grad(
             params, inputs, targets, model_state,
-            dropout_key=jax.random.fold_in(step_key, STEP_DROPOUT))
+            dropout_key=jax.random.fold_in(step_key, STEP_DROPOUT),
+            masks=draw_window_masks(config, step_key, params["W_hy"].shape[1]))
         grad_norm = optax.tree.norm(grads)
         clip_norm = config.clip_norm if hparams is None else hparams.clip_norm
         grads, clipped = clip_gradients(grads, config.clip_mode, clip_norm)
@@ -271,7 +307,8 @@ def make_multi_seed_chunk(config, num_windows, length):
 
 def make_evaluate(config):
     """Jitted ``evaluate(params, streams (B, W*T+1)) -> mean loss in nats/char`` over all W
-    windows, carrying the hidden state across windows (as in training, without dropout)."""
+    windows, carrying the hidden state across windows (as in training, without dropout or any
+    other mask; zoneout as its expectation, through `cell_options`)."""
     def evaluate(params, streams):
         batch_size = streams.shape[0]
         count = data.num_windows(streams, config.seq_len)

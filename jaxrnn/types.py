@@ -18,7 +18,7 @@ vectors: ``h_t = act(x_t @ W_xh + h_{t-1} @ W_hh + b_h)`` acts on a ``(B, I)`` b
 Carries: an RNN or GRU layer carries ``h: (B, H)``; an LSTM layer carries ``LSTMState(hidden, cell)``.
 A model state is a tuple with one carry per layer.
 """
-from typing import NamedTuple, Sequence, Union
+from typing import NamedTuple, Optional, Sequence, Union
 
 import jax
 
@@ -61,7 +61,13 @@ class GRUResiduals(NamedTuple):
 
 
 class RNNResiduals(NamedTuple):
-    """The vanilla RNN saves nothing beyond its outputs: ``act'`` is written in terms of ``h_t``."""
+    """The vanilla RNN saves nothing beyond its outputs: ``act'`` is written in terms of ``h_t``.
+
+    candidates: None, or with zoneout (T, B, H) the new values ``act(a_t)`` before zoneout mixes
+        in ``h_{t-1}`` (``act'`` is then written in terms of them).
+    """
+
+    candidates: Optional[Array] = None
 
 
 Residuals = Union[LSTMResiduals, GRUResiduals, RNNResiduals]
@@ -81,6 +87,59 @@ class LayerResiduals(NamedTuple):
     carry0: Carry
     hiddens: Array
     cell: Residuals
+
+
+class RecurrenceMasks(NamedTuple):
+    """One layer's training-time multipliers inside its recurrence, for one window; None: off.
+
+    recurrent: (B, H) recurrent (variational) dropout on ``h_{t-1}`` where it enters
+        ``h_{t-1} W_h``: 0 or ``1/(1-rate)``, the same at every step (Gal & Ghahramani 2016).
+    zoneout_hidden: (T, B, H) 1 where a unit keeps ``h_{t-1}`` at step t, else 0 (Krueger et al.
+        2017).
+    zoneout_cell: (T, B, H) the same for the LSTM's cell ``c``.
+
+    A cell's ``forward_step`` takes the same tuple with the zoneout fields cut to the step's rows
+    (B, H). Where a zoneout field is None and the cell has a zoneout rate p, the cell uses the
+    expectation ``p`` in place of the mask (evaluation and sampling).
+    """
+
+    recurrent: Optional[Array] = None
+    zoneout_hidden: Optional[Array] = None
+    zoneout_cell: Optional[Array] = None
+
+
+class LayerMasks(NamedTuple):
+    """One layer's training-time multipliers for one window; None: off.
+
+    embedding: (B, V) embedding dropout of layer 0 on character ids: each stream's rows of the
+        input weights (whole characters) scaled by 0 or ``1/(1-rate)``; None for other layers.
+    weights: (H, G) weight-drop (DropConnect) multipliers of the recurrent weights, 0 or
+        ``1/(1-rate)``, shared by the B streams (Merity et al. 2018).
+    recurrence: `RecurrenceMasks` or None.
+    """
+
+    embedding: Optional[Array] = None
+    weights: Optional[Array] = None
+    recurrence: Optional[RecurrenceMasks] = None
+
+
+class WindowMasks(NamedTuple):
+    """Every training-time multiplier of the model for one window, stacked over the L layers;
+    None where that regulariser is off (`jaxrnn.regularisers.draw_masks` draws them).
+
+    outputs: (L, T, B, H) or (L, 1, B, H) multipliers of each layer's output (between layers and
+        before the output projection): dropout (a fresh mask per step) and/or variational
+        dropout (one per window, the size-1 time axis), multiplied together.
+    embedding: (B, V); weights: (L, H, G); recurrent: (L, B, H); zoneout_hidden, zoneout_cell:
+        (L, T, B, H): per layer as in `LayerMasks` and `RecurrenceMasks`.
+    """
+
+    outputs: Optional[Array] = None
+    embedding: Optional[Array] = None
+    weights: Optional[Array] = None
+    recurrent: Optional[Array] = None
+    zoneout_hidden: Optional[Array] = None
+    zoneout_cell: Optional[Array] = None
 
 
 class TrainState(NamedTuple):

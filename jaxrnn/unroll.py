@@ -19,7 +19,10 @@ Two ways to run the same stack of layers over a window, with identical forward v
   the whole language-model loss the same way.
 
 Layer inputs are ``(T, B) int32`` character ids or ``(T, B, I)`` floats; masks, where given, are
-inverted-dropout multipliers ``(L, T, B, H)`` applied to each layer's output.
+a `jaxrnn.types.WindowMasks` of training-time multipliers: the layers' outputs (dropout and
+variational dropout), the recurrence (recurrent dropout and zoneout: `jaxrnn.cells`), and the
+parameters (weight-drop on ``W_h`` and embedding dropout on layer 0's rows of ``W_x``: here, in
+`layer_forward` and `layer_backward`, with their equations).
 """
 import functools
 
@@ -30,7 +33,7 @@ from jaxrnn import validate
 from jaxrnn.cells import get_cell, make_step, project_inputs
 from jaxrnn.errors import ConfigError
 from jaxrnn.matmuls import matmul, sum_outer
-from jaxrnn.types import LayerResiduals
+from jaxrnn.types import LayerMasks, LayerResiduals, RecurrenceMasks
 
 BACKWARDS = ("manual", "autodiff")
 
@@ -39,8 +42,53 @@ def _is_ids(inputs):
     return jnp.issubdtype(inputs.dtype, jnp.integer)
 
 
-def _apply_mask(hiddens, masks, layer):
-    return hiddens if masks is None else hiddens * masks[layer]
+def _apply_mask(hiddens, output_masks, layer):
+    """hiddens: (T, B, H); output_masks: None or (L, T, B, H) / (L, 1, B, H) (`WindowMasks`)."""
+    return hiddens if output_masks is None else hiddens * output_masks[layer]
+
+
+def _output_masks(masks):
+    return None if masks is None else masks.outputs
+
+
+def _all_none(fields):
+    return all(field is None for field in fields)
+
+
+def layer_masks(masks, layer):
+    """Layer ``layer``'s `LayerMasks` out of a `WindowMasks`; None when it has none (the plain
+    layer). The embedding mask goes to layer 0 only."""
+    if masks is None:
+        return None
+    pick = lambda stacked: None if stacked is None else stacked[layer]
+    recurrence = RecurrenceMasks(pick(masks.recurrent), pick(masks.zoneout_hidden),
+                                 pick(masks.zoneout_cell))
+    this = LayerMasks(embedding=masks.embedding if layer == 0 else None,
+                      weights=pick(masks.weights),
+                      recurrence=None if _all_none(recurrence) else recurrence)
+    return None if _all_none(this) else this
+
+
+def _or_no_masks(masks):
+    """``masks``, or a `LayerMasks` of Nones for None."""
+    return masks or LayerMasks()
+
+
+def dropped_weights(cell, params, weight_mask):
+    """Weight-drop (DropConnect on the recurrent weights, Merity et al. 2018): ``params`` with
+    ``W_h`` replaced by ``W_h * M``, M: (H, G) the window's mask (0 or 1/(1-rate)), shared by all
+    streams so that each step is still one ``(B, H) x (H, G)`` GEMM; ``params`` when None."""
+    if weight_mask is None:
+        return params
+    return {**params, cell.recurrent_weight: params[cell.recurrent_weight] * weight_mask}
+
+
+def embedding_row_scale(embedding_mask, ids):
+    """Embedding dropout's multiplier of each gathered row: embedding_mask (B, V), ids (T, B)
+    -> (T, B), ``e[b, ids[t, b]]``; None when the mask is None."""
+    if embedding_mask is None:
+        return None
+    return jnp.take_along_axis(embedding_mask.T, ids, axis=0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -52,47 +100,84 @@ def reference_unroll(cell, layers, inputs, state, masks=None):
     Args:
       cell: a `jaxrnn.cells.Cell`; layers: list of L cell-parameter dicts;
       inputs: (T, B) int ids or (T, B, I) floats; state: tuple of L carries;
-      masks: None or (L, T, B, H) dropout multipliers applied to each layer's output.
+      masks: None or a `WindowMasks`: each layer's recurrent weights times its weight-drop mask,
+        its input rows times the embedding mask (layer 0), each step given its rows of the
+        recurrence masks, and each layer's output times its output mask.
     Returns: ``(outputs (T, B, H), final_state)`` -- outputs of the top layer after its mask.
     """
     step = make_step(cell)
     x, final_state = inputs, []
     for index, (params, carry0) in enumerate(zip(layers, state)):
-        carry, hiddens = jax.lax.scan(functools.partial(step, params), carry0, x)
+        this = layer_masks(masks, index)
+        if this is None:
+            carry, hiddens = jax.lax.scan(functools.partial(step, params), carry0, x)
+        else:
+            params = dropped_weights(cell, params, this.weights)
+            recurrence = this.recurrence or RecurrenceMasks()
+            row_scale = embedding_row_scale(this.embedding, x) if _is_ids(x) else None
+
+            def masked_step(carry, inputs_t, params=params, recurrent=recurrence.recurrent):
+                x_t, rows_t, row_scale_t = inputs_t
+                return step(params, carry, x_t, rows_t._replace(recurrent=recurrent), row_scale_t)
+
+            carry, hiddens = jax.lax.scan(masked_step, carry0,
+                                          (x, recurrence._replace(recurrent=None), row_scale))
         final_state.append(carry)
-        x = _apply_mask(hiddens, masks, index)
+        x = _apply_mask(hiddens, _output_masks(masks), index)
     return x, tuple(final_state)
 
 
 # ---------------------------------------------------------------------------------------------
 # Hand-written BPTT
 # ---------------------------------------------------------------------------------------------
-def layer_forward(cell, params, inputs, carry0):
-    """One layer, input projection hoisted: ``(carry_T, hiddens (T, B, H), LayerResiduals)``."""
-    xproj = project_inputs(cell, params, inputs)                     # (T, B, G)
-    carry_T, hiddens, cell_residuals = cell.forward(params, carry0, xproj)
+def layer_forward(cell, params, inputs, carry0, masks=None):
+    """One layer, input projection hoisted: ``(carry_T, hiddens (T, B, H), LayerResiduals)``.
+
+    masks: None or the layer's `LayerMasks`. Forward of the two that act on the parameters,
+    with ``M`` the weight-drop mask (H, G), shared by the streams, and ``e`` the embedding mask
+    (B, V), both 0 or ``1/(1-rate)``::
+
+        W_h' = W_h * M                                  (the cell runs with W_h')
+        xproj[t, b] = W_x[id_tb] * e[b, id_tb] + b_x    (layer 0 on ids: whole characters)
+
+    The recurrence masks go to the cell (`jaxrnn.cells`).
+    """
+    masks = _or_no_masks(masks)
+    params = dropped_weights(cell, params, masks.weights)
+    row_scale = embedding_row_scale(masks.embedding, inputs) if _is_ids(inputs) else None
+    xproj = project_inputs(cell, params, inputs, row_scale)          # (T, B, G)
+    carry_T, hiddens, cell_residuals = cell.forward(params, carry0, xproj, masks.recurrence)
     return carry_T, hiddens, LayerResiduals(inputs, carry0, hiddens, cell_residuals)
 
 
-def layer_backward(cell, params, residuals, d_hiddens, d_carry_T):
+def layer_backward(cell, params, residuals, d_hiddens, d_carry_T, masks=None):
     """Backward of `layer_forward`.
 
-    Runs the cell's reverse sweep for ``d_xproj: (T, B, G)``, then the input projection's gradients
-    as whole-window operations::
+    Runs the cell's reverse sweep (with ``W_h' = W_h * M`` under weight-drop, and the recurrence
+    masks) for ``d_xproj: (T, B, G)``, then the input projection's gradients as whole-window
+    operations::
 
-        dW_x = X^T dXproj   (one (I, N) x (N, G) GEMM; for ids, a scatter-add of rows)
+        dW_h = M * dW_h'    (the sweep's gradient of the weights it ran with, masked)
+        dW_x = X^T dXproj   (one (I, N) x (N, G) GEMM; for ids, a scatter-add of rows:
+                             dW_x[v] = sum over (t, b) with id_tb = v of e[b, v] * dXproj[t, b])
         db_x = sum over all N rows of dXproj
         dX   = dXproj W_x^T (one (N, G) x (G, I) GEMM; None for ids)
 
     Returns: ``(grads like params, d_inputs (T, B, I) or None, d_carry0)``.
     """
+    masks = _or_no_masks(masks)
     d_xproj, d_carry0, grads = cell.backward(
-        params, residuals.carry0, residuals.hiddens, residuals.cell, d_hiddens, d_carry_T)
+        dropped_weights(cell, params, masks.weights), residuals.carry0, residuals.hiddens,
+        residuals.cell, d_hiddens, d_carry_T, masks.recurrence)
     weight = params[cell.input_weight]
     grads = dict(grads)
+    if masks.weights is not None:
+        grads[cell.recurrent_weight] = grads[cell.recurrent_weight] * masks.weights
     grads[cell.input_bias] = d_xproj.sum(axis=(0, 1))
     if _is_ids(residuals.inputs):
-        grads[cell.input_weight] = jnp.zeros_like(weight).at[residuals.inputs].add(d_xproj)
+        row_scale = embedding_row_scale(masks.embedding, residuals.inputs)
+        d_rows = d_xproj if row_scale is None else d_xproj * row_scale[..., None]
+        grads[cell.input_weight] = jnp.zeros_like(weight).at[residuals.inputs].add(d_rows)
         d_inputs = None
     else:
         grads[cell.input_weight] = sum_outer(residuals.inputs, d_xproj, cell.matmul_dtype)
@@ -103,37 +188,50 @@ def layer_backward(cell, params, residuals, d_hiddens, d_carry_T):
 def stack_forward(cell, layers, inputs, state, masks=None):
     """Forward of a stack of layers saving what `stack_backward` needs.
 
+    masks: None or a `WindowMasks` (each layer gets its `LayerMasks`, see `layer_forward`).
     Returns: ``(outputs (T, B, H), final_state, residuals: list of L LayerResiduals)``; outputs are
-    the top layer's hidden states after its dropout mask.
+    the top layer's hidden states after its output mask.
     """
     x, final_state, residuals = inputs, [], []
     for index, (params, carry0) in enumerate(zip(layers, state)):
-        carry_T, hiddens, layer_residuals = layer_forward(cell, params, x, carry0)
+        carry_T, hiddens, layer_residuals = layer_forward(cell, params, x, carry0,
+                                                          layer_masks(masks, index))
         final_state.append(carry_T)
         residuals.append(layer_residuals)
-        x = _apply_mask(hiddens, masks, index)
+        x = _apply_mask(hiddens, _output_masks(masks), index)
     return x, tuple(final_state), residuals
 
 
 def stack_backward(cell, layers, residuals, masks, d_outputs, d_final_state):
     """Backward of `stack_forward`, top layer first.
 
+    Each layer's output mask ``m`` (``x = m * h``) gives ``dh = m * dx``, and its own cotangent
+    ``h * dx`` (summed over time for a variational mask, whose time axis has size 1).
+
     Args:
-      residuals: from `stack_forward`; masks: None or (L, T, B, H);
+      residuals: from `stack_forward`; masks: None or a `WindowMasks`;
       d_outputs: (T, B, H) cotangent of the top outputs; d_final_state: cotangent of final_state.
-    Returns: ``(layer_grads list, d_inputs or None, d_state0 tuple, d_masks or None)``.
+    Returns: ``(layer_grads list, d_inputs or None, d_state0 tuple, d_masks)``: d_masks is None
+    without masks, else a `WindowMasks` holding the output masks' cotangent (L, T or 1, B, H) and
+    None (zero) for the others: every mask is drawn from a key, and nothing differentiates it.
     """
     num_layers = len(layers)
     layer_grads, d_state0, d_masks = [None] * num_layers, [None] * num_layers, [None] * num_layers
+    output_masks = _output_masks(masks)
     d_x = d_outputs
     for index in reversed(range(num_layers)):
         layer_residuals = residuals[index]
-        if masks is not None:
+        if output_masks is not None:
             d_masks[index] = d_x * layer_residuals.hiddens
-        d_hiddens = _apply_mask(d_x, masks, index)
+            if output_masks.shape[1] == 1:
+                d_masks[index] = d_masks[index].sum(axis=0, keepdims=True)
+        d_hiddens = _apply_mask(d_x, output_masks, index)
         layer_grads[index], d_x, d_state0[index] = layer_backward(
-            cell, layers[index], layer_residuals, d_hiddens, d_final_state[index])
-    d_masks = None if masks is None else jnp.stack(d_masks)
+            cell, layers[index], layer_residuals, d_hiddens, d_final_state[index],
+            layer_masks(masks, index))
+    if masks is None:
+        return layer_grads, d_x, tuple(d_state0), None
+    d_masks = type(masks)(outputs=None if output_masks is None else jnp.stack(d_masks))
     return layer_grads, d_x, tuple(d_state0), d_masks
 
 

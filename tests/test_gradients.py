@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import jaxrnn
-from jaxrnn import cells, matmuls, model, sweeps, unroll
+from jaxrnn import cells, matmuls, model, regularisers, sweeps, unroll
 
 V, H, B, T = 7, 5, 3, 6
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("rnn", "sigmoid"), ("rnn", "identity"),
@@ -215,7 +215,7 @@ def test_manual_path_has_no_automatic_differentiation():
     """Source check: the modules of the manual path never use JAX's differentiation APIs
     (attribute access such as ``jax.grad`` or an import of the name; docstrings may mention them)."""
     forbidden = {"grad", "value_and_grad", "vjp", "jvp", "linearize", "jacrev", "jacfwd", "hessian"}
-    for module in (cells, sweeps, matmuls, unroll, model):
+    for module in (cells, sweeps, matmuls, unroll, model, regularisers):
         tree = ast.parse(inspect.getsource(module))
         found = [node.attr for node in ast.walk(tree)
                  if isinstance(node, ast.Attribute) and node.attr in forbidden]

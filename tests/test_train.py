@@ -65,15 +65,22 @@ def test_schedules_warm_up_then_decay(schedule, end):
     assert float(learning_rate(100)) == pytest.approx(end)
 
 
-@pytest.mark.parametrize("arch", ["lstm", "gru", "rnn"])
-def test_resume_is_exact(tmp_path, small_text, arch):
-    """N steps + resume + N steps == 2N straight steps, bit for bit (dropout included), across
-    epoch boundaries: 16 streams of 64 characters give 5 windows, 4 per epoch with random
-    offsets, so both halves of the 10 steps cross an epoch (new offset, zero state), with a
-    stream's state also reset at random (probability 0.3) before windows."""
+ALL_REGULARISERS = dict(variational_dropout=0.2, recurrent_dropout=0.2, weight_drop=0.2,
+                        embedding_dropout=0.2, zoneout_hidden=0.1, zoneout_cell=0.1)
+
+
+@pytest.mark.parametrize("arch,regularisers", [("lstm", {}), ("gru", {}), ("rnn", {}),
+                                               ("lstm", ALL_REGULARISERS)],
+                         ids=["lstm", "gru", "rnn", "lstm-all-regularisers"])
+def test_resume_is_exact(tmp_path, small_text, arch, regularisers):
+    """N steps + resume + N steps == 2N straight steps, bit for bit (dropout included, and once
+    every other regulariser), across epoch boundaries: 16 streams of 64 characters give 5
+    windows, 4 per epoch with random offsets, so both halves of the 10 steps cross an epoch
+    (new offset, zero state), with a stream's state also reset at random (probability 0.3)
+    before windows."""
     resume_config = dict(arch=arch, dropout=0.2, hidden_size=8, batch_size=16, seq_len=64,
                          num_steps=10, steps_per_call=5, eval_every=5, log_every=5,
-                         random_offsets=True, state_reset_probability=0.3)
+                         random_offsets=True, state_reset_probability=0.3, **regularisers)
     straight = _config(tmp_path, small_text, **resume_config,
                        output_dir=str(tmp_path / "straight"))
     expected = loop.train(straight, log=_quiet)["train_state"]
