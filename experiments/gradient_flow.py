@@ -61,8 +61,8 @@ def main(argv):
                  for folder in FLAGS.checkpoints])
     if not models:
         raise ConfigError("nothing to measure; pass --models and/or --checkpoints")
-    results = [(model, gradient_flow.gradient_flow(model.params, inputs, targets, arch=model.arch,
-                                                   backward=FLAGS.backward, **model.cell_options))
+    results = [(model, gradient_flow.gradient_flow(model.params, inputs, targets, arch=model.cell,
+                                                   backward=FLAGS.backward))
                for model in models]
     print(f"|dL_T/da_t| relative to d = 0 (median over {FLAGS.batch_size} windows of "
           f"{FLAGS.seq_len} characters of the {FLAGS.text_split} split, {FLAGS.backward} "

@@ -24,10 +24,10 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     import jax
-    from jaxrnn import runstate, sample, train
+    from jaxrnn import runstate, sample
     params, config, vocab, _ = runstate.load_model(FLAGS.checkpoint, FLAGS.which)
     texts = sample.sample_text(
-        params, arch=config.arch, **train.cell_options(config), vocab=vocab, key=jax.random.key(FLAGS.seed), prime=FLAGS.prime, length=FLAGS.length,
+        params, arch=config.cell, vocab=vocab, key=jax.random.key(FLAGS.seed), prime=FLAGS.prime, length=FLAGS.length,
         num_samples=FLAGS.num_samples, temperature=FLAGS.temperature, top_k=FLAGS.top_k,
         top_p=FLAGS.top_p, greedy=FLAGS.greedy)
     for index, text in enumerate(texts):

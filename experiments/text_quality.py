@@ -196,10 +196,10 @@ def main(argv):
     rows = []
     for setting in settings:
         tick = time.perf_counter()
-        texts = sample.sample_text(params, arch=config.arch, vocab=vocab,
+        texts = sample.sample_text(params, arch=config.cell, vocab=vocab,
                                    key=jax.random.key(FLAGS.seed), prime=FLAGS.prime,
                                    length=FLAGS.length, num_samples=FLAGS.num_samples,
-                                   **setting, **train.cell_options(config))
+                                   **setting)
         texts = [text[len(FLAGS.prime):] for text in texts]
         sampled = time.perf_counter()
         metrics = text_quality.text_metrics(texts, index=index)
@@ -224,7 +224,7 @@ def main(argv):
                   datetime.timezone.utc).isoformat(timespec="seconds"),
               "title": f"{model}, {FLAGS.num_samples} x {FLAGS.length} characters per setting",
               "checkpoint": str(FLAGS.checkpoint), "step": metadata["step"],
-              "model": {"arch": config.arch, **train.cell_options(config),
+              "model": {"arch": config.arch, **config.cell.options,
                         "hidden_size": config.hidden_size, "num_layers": config.num_layers},
               "data": FLAGS.data or config.data, "test_loss": test["loss"], "test_bpc": test["bpc"],
               "num_samples": FLAGS.num_samples, "length": FLAGS.length, "prime": FLAGS.prime,

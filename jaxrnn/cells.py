@@ -431,6 +431,13 @@ class Cell(NamedTuple):
     matmul_dtype: the one bound into the functions (`matmul`); None = the operands' dtype.
     zoneout: ``(p_h, p_c)`` bound into the functions, or None: the zoneout rates of the hidden
     state and (LSTM) the cell, used as the expectation wherever no zoneout mask is given.
+    activation: the vanilla RNN's non-linearity bound into its functions; None for the others.
+    param_names: the names of one layer's parameters, input weight, recurrent weight, then the
+    biases (shapes (I, G), (H, G), (G,) ...: `jaxrnn.validate.layers` checks them).
+
+    A `Cell` is the model's description below the public entry points: they turn ``arch`` and
+    its options into one with `resolve` (`jaxrnn.config.Config.cell` for a configuration) and
+    hand it down; the two ``jax.custom_vjp`` s take it as their non-differentiable argument.
     """
 
     name: str
@@ -445,6 +452,19 @@ class Cell(NamedTuple):
     matmul_dtype: str = None
     recurrent_weight: str = "W_h"
     zoneout: Optional[Tuple[float, float]] = None
+    activation: Optional[str] = None
+    param_names: Tuple[str, ...] = ()
+
+    @property
+    def label(self):
+        """``"lstm"``, or for the vanilla RNN its activation too: ``"rnn-tanh"``."""
+        return self.name if self.activation is None else f"{self.name}-{self.activation}"
+
+    @property
+    def options(self):
+        """The options beyond the name, as keywords of `get_cell` (for JSON descriptions)."""
+        return {"activation": self.activation, "matmul_dtype": self.matmul_dtype,
+                "zoneout": self.zoneout}
 
 
 def get_cell(arch, activation=None, matmul_dtype=None, zoneout=None):
@@ -469,6 +489,17 @@ def get_cell(arch, activation=None, matmul_dtype=None, zoneout=None):
                        regularisers.zoneout_rates(arch, zoneout))
 
 
+def resolve(arch, activation=None, matmul_dtype=None, zoneout=None):
+    """The public entry points' one conversion: ``arch`` is a name (with its options, see
+    `get_cell`) or already a `Cell` (which carries its options, so none may be given)."""
+    if isinstance(arch, Cell):
+        if (activation, matmul_dtype, zoneout) != (None, None, None):
+            raise ConfigError(f"arch is a Cell ({arch.label}), which carries its activation, "
+                              "matmul_dtype and zoneout; pass them to get_cell instead")
+        return arch
+    return get_cell(arch, activation, matmul_dtype, zoneout)
+
+
 def _window_forward(sweep, forward_step):
     """``forward(params, carry0, xproj, masks=None)``: ``sweep`` (`sweeps.scan_forward` or
     `sweeps.gates_in_place`) of ``forward_step``. With a `RecurrenceMasks` window, the zoneout
@@ -491,15 +522,18 @@ def _window_forward(sweep, forward_step):
 # Each arch's parts, by name. ``forward`` turns the bound step into the window's forward: the
 # LSTM and GRU write their gates (the same width as the input projection) over it in place.
 _CELL_PARTS = {
-    "rnn": dict(num_gates=1, input_weight="W_xh", input_bias="b_h", recurrent_weight="W_hh",
+    "rnn": dict(param_names=("W_xh", "W_hh", "b_h"),
+                num_gates=1, input_weight="W_xh", input_bias="b_h", recurrent_weight="W_hh",
                 init=rnn_init,
                 zero_carry=_zero_hidden, forward_step=rnn_forward_step,
                 forward=sweeps.scan_forward, backward=rnn_backward),
-    "lstm": dict(num_gates=4, input_weight="W_x", input_bias="b", recurrent_weight="W_h",
+    "lstm": dict(param_names=("W_x", "W_h", "b"),
+                 num_gates=4, input_weight="W_x", input_bias="b", recurrent_weight="W_h",
                  init=lstm_init,
                  zero_carry=_lstm_zero_carry, forward_step=lstm_forward_step,
                  forward=sweeps.gates_in_place, backward=lstm_backward),
-    "gru": dict(num_gates=3, input_weight="W_x", input_bias="b_x", recurrent_weight="W_h",
+    "gru": dict(param_names=("W_x", "W_h", "b_x", "b_h"),
+                num_gates=3, input_weight="W_x", input_bias="b_x", recurrent_weight="W_h",
                 init=gru_init,
                 zero_carry=_zero_hidden, forward_step=gru_forward_step,
                 forward=sweeps.gates_in_place, backward=gru_backward),
@@ -510,7 +544,7 @@ _CELL_PARTS = {
 def _build_cell(arch, activation, matmul_dtype, zoneout):
     parts = _CELL_PARTS[arch]
     options = {"matmul_dtype": matmul_dtype, "zoneout": zoneout}
-    if arch == "rnn":
+    if activation is not None:                              # `get_cell`: the vanilla RNN's only
         options["activation"] = activation
     forward_step = functools.partial(parts["forward_step"], **options)
     return Cell(name=arch, num_gates=parts["num_gates"], input_weight=parts["input_weight"],
@@ -519,7 +553,11 @@ def _build_cell(arch, activation, matmul_dtype, zoneout):
                 forward=_window_forward(parts["forward"], forward_step),
                 backward=functools.partial(parts["backward"], **options),
                 matmul_dtype=matmul_dtype, recurrent_weight=parts["recurrent_weight"],
-                zoneout=zoneout)
+                zoneout=zoneout, activation=activation, param_names=parts["param_names"])
+
+
+# Each arch's layer parameter names (`Cell.param_names`), to name the owner of a wrong set.
+PARAM_NAMES = {arch: parts["param_names"] for arch, parts in _CELL_PARTS.items()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -556,14 +594,14 @@ def make_step(cell):
 
 def rnn_step(params, h_prev, x_t, *, activation="tanh"):
     """Vanilla RNN ``h_t = act(x_t W_xh + h_{t-1} W_hh + b_h)``; returns ``(h_t, h_t)``."""
-    return make_step(get_cell("rnn", activation))(params, h_prev, x_t)
+    return make_step(resolve("rnn", activation))(params, h_prev, x_t)
 
 
 def lstm_step(params, carry, x_t):
     """LSTM step on ``x_t: (B, I)``; returns ``(LSTMState(h_t, c_t), h_t)``."""
-    return make_step(get_cell("lstm"))(params, carry, x_t)
+    return make_step(resolve("lstm"))(params, carry, x_t)
 
 
 def gru_step(params, h_prev, x_t):
     """GRU step on ``x_t: (B, I)``; returns ``(h_t, h_t)``."""
-    return make_step(get_cell("gru"))(params, h_prev, x_t)
+    return make_step(resolve("gru"))(params, h_prev, x_t)

@@ -8,7 +8,7 @@ import dataclasses
 import math
 from typing import Tuple
 
-from jaxrnn.cells import ACTIVATIONS, ARCHS, RECURRENT_INITS
+from jaxrnn.cells import ACTIVATIONS, ARCHS, RECURRENT_INITS, resolve
 from jaxrnn import regularisers
 from jaxrnn.errors import ConfigError
 from jaxrnn.unroll import BACKWARDS
@@ -145,6 +145,20 @@ class Config:
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+    @property
+    def cell(self):
+        """The model's `jaxrnn.cells.Cell`, resolved here once for everything below the entry
+        points: the arch with its activation, the matmul dtype ("bfloat16" with
+        --bf16_matmuls) and the zoneout rates ``(p_h, p_c)`` (None without zoneout), which
+        evaluation and sampling use as the expectation."""
+        return resolve(self.arch, self.activation, "bfloat16" if self.bf16_matmuls else None,
+                       regularisers.zoneout_of(self.rates))
+
+    @property
+    def rates(self):
+        """The `jaxrnn.regularisers.Rates` of the regularisers' fields of the same names."""
+        return regularisers.Rates(*(getattr(self, name) for name in regularisers.NAMES))
 
 
 PRESETS = {

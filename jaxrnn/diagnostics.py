@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn import model
+from jaxrnn.cells import resolve
 
 
 def residual_bytes(fn, *primals):
@@ -59,19 +60,19 @@ def gradient_check(*, arch, activation=None, vocab_size=11, hidden_size=32, seq_
     residual_bytes_manual / residual_bytes_autodiff, and worst_leaf (the pytree path of max_rel).
     """
     dtype = jnp.dtype(dtype)
-    epsilon = epsilon or (1e-2 if dtype != jnp.float64 else 1e-6 if activation == "relu"
+    cell = resolve(arch, activation)
+    epsilon = epsilon or (1e-2 if dtype != jnp.float64 else 1e-6 if cell.activation == "relu"
                           else 1e-4)
     keys = jax.random.split(jax.random.key(seed), 4)
-    params = model.init_params(keys[0], arch, vocab_size, hidden_size, num_layers, dtype=dtype,
-                               activation=activation)
+    params = model.init_params(keys[0], cell, vocab_size, hidden_size, num_layers, dtype=dtype)
     ids = jax.random.randint(keys[1], (batch_size, seq_len + 1), 0, vocab_size)
     state = jax.tree.map(lambda leaf: 0.5 * jax.random.normal(keys[2], leaf.shape, dtype),
-                         model.init_state(arch, batch_size, hidden_size, num_layers, dtype))
+                         model.init_state(cell, batch_size, hidden_size, num_layers, dtype))
     inputs, targets = ids[:, :-1], ids[:, 1:]
 
     def loss(backward):
-        return lambda params, state: model.loss_fn(params, inputs, targets, state, arch=arch,
-                                                   backward=backward, activation=activation)[0]
+        return lambda params, state: model.loss_fn(params, inputs, targets, state, arch=cell,
+                                                   backward=backward)[0]
 
     grad_fns = {mode: jax.jit(jax.grad(loss(mode), (0, 1))) for mode in ("manual", "autodiff")}
     grads = {mode: fn(params, state) for mode, fn in grad_fns.items()}
@@ -98,7 +99,7 @@ def gradient_check(*, arch, activation=None, vocab_size=11, hidden_size=32, seq_
             fd_rel[mode] = max(fd_rel[mode], abs(analytic - numeric) / grad_norm)
 
     return {
-        "arch": arch if arch != "rnn" else f"rnn-{activation or 'tanh'}",
+        "arch": cell.label,
         "max_abs": max(abs_error for abs_error, _ in errors.values()),
         "max_rel": errors[worst_leaf][1], "worst_leaf": worst_leaf,
         "fd_rel_manual": fd_rel["manual"], "fd_rel_autodiff": fd_rel["autodiff"],

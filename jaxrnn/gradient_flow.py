@@ -28,8 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn import train
-from jaxrnn.cells import get_cell, project_inputs
+from jaxrnn.cells import Cell, project_inputs, resolve
 from jaxrnn.errors import ConfigError
 from jaxrnn.matmuls import matmul
 from jaxrnn.model import (hidden_size_of, init_params, output_log_probs, softmax_cotangent,
@@ -128,8 +127,8 @@ def projection_gradients(params, inputs, targets, *, arch, activation=None, back
     if inputs.shape[0] < 2:
         raise ConfigError(f"a window of {inputs.shape[0]} step(s) has no earlier step to reach; "
                           "use --seq_len of 2 or more")
-    cell = get_cell(arch, activation, matmul_dtype, zoneout)
-    state = zero_state_for(params, arch, inputs.shape[1])
+    cell = resolve(arch, activation, matmul_dtype, zoneout)
+    state = zero_state_for(params, cell, inputs.shape[1])
     compute_gradients = (_manual_projection_gradients if backward == "manual"
                          else _autodiff_projection_gradients)
     return compute_gradients(cell, params, inputs, targets, state)
@@ -185,30 +184,27 @@ def gradient_flow(params, inputs, targets, *, arch, activation=None, backward="m
 # Models to compare
 # ---------------------------------------------------------------------------------------------
 class Model(NamedTuple):
-    """A model to measure: ``label``, ``params``, ``arch``, ``cell_options`` (activation and
-    matmul_dtype, for `gradient_flow`) and ``source`` (a JSON-ready description)."""
+    """A model to measure: ``label``, ``params``, ``cell`` (its `Cell`, the ``arch`` of
+    `gradient_flow`) and ``source`` (a JSON-ready description)."""
 
     label: str
     params: dict
-    arch: str
-    cell_options: dict
+    cell: Cell
     source: dict
 
 
 def fresh_model(vocab_size, hidden_size, num_layers=1, *, arch, activation=None,
                 recurrent_init="orthogonal", seed=0, dtype="float32"):
-    """A freshly initialised `Model` (``activation`` for arch="rnn" only, None = tanh)."""
-    if arch == "rnn" and activation is None:
-        activation = "tanh"
+    """A freshly initialised `Model` (``activation``: `jaxrnn.cells.get_cell`)."""
+    cell = resolve(arch, activation)
     dtype = jnp.dtype(dtype).name
     if dtype == "float64" and not jax.config.jax_enable_x64:
         raise ConfigError("float64 models need jax_enable_x64; switch it on first")
-    params = init_params(jax.random.key(seed), arch, vocab_size, hidden_size, num_layers,
-                         dtype=jnp.dtype(dtype), recurrent_init=recurrent_init,
-                         activation=activation)
-    options = {"arch": arch, "activation": activation, "recurrent_init": recurrent_init}
+    params = init_params(jax.random.key(seed), cell, vocab_size, hidden_size, num_layers,
+                         dtype=jnp.dtype(dtype), recurrent_init=recurrent_init)
+    options = {"arch": cell.name, "activation": cell.activation, "recurrent_init": recurrent_init}
     name = ":".join(filter(None, options.values()))
-    return Model(f"{name} H={hidden_size} init", params, arch, {"activation": activation},
+    return Model(f"{name} H={hidden_size} init", params, cell,
                  {"kind": "init", "seed": seed, "dtype": dtype, **options,
                   "hidden_size": hidden_size, "num_layers": num_layers})
 
@@ -218,12 +214,11 @@ def trained_model(params, config, *, step, path):
     caller); ``step`` and ``path`` only label it."""
     if config.dtype == "float64" and params["W_hy"].dtype != jnp.float64:
         raise ConfigError(f"checkpoint {path} is float64; switch on jax_enable_x64 first")
-    options = train.cell_options(config)
-    name = ":".join(filter(None, [config.arch, options["activation"], config.recurrent_init]))
+    cell = config.cell
+    name = ":".join(filter(None, [cell.name, cell.activation, config.recurrent_init]))
     dtype = "bfloat16 matmuls" if config.bf16_matmuls else config.dtype
-    return Model(f"{name} H={config.hidden_size} step {step} ({path})", params, config.arch,
-                 options,
+    return Model(f"{name} H={config.hidden_size} step {step} ({path})", params, cell,
                  {"kind": "checkpoint", "path": str(path), "step": step, "arch": config.arch,
-                  "activation": options["activation"], "recurrent_init": config.recurrent_init,
+                  "activation": cell.activation, "recurrent_init": config.recurrent_init,
                   "hidden_size": config.hidden_size, "num_layers": config.num_layers,
                   "dtype": dtype})

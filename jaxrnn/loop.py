@@ -205,7 +205,7 @@ def _train(config, log, stop_at_step, received, overwrite, held):
     streams = data.make_streams(corpus.train, config.batch_size, config.seq_len,
                                 name="training split")
     num_windows = data.num_windows(streams, config.seq_len)
-    validate.check_memory(config.arch, len(corpus.vocab), config.hidden_size, config.num_layers,
+    validate.check_memory(config.cell, len(corpus.vocab), config.hidden_size, config.num_layers,
                           config.batch_size, config.seq_len, train_lib.dtype_of(config)(0).itemsize)
     _lock_as_writer(held, config.output_dir)       # before the folder is checked or written
     output_dir = validate.prepare_output_dir(
@@ -283,12 +283,11 @@ def _train(config, log, stop_at_step, received, overwrite, held):
                           checkpoint_dir)
             log(f"  val loss {report['loss']:.4f} nats/char = {report['bpc']:.3f} bpc, "
                 f"perplexity {train_lib.format_perplexity(report['perplexity'])}")
-            text = sample.sample_text(train_state.params, arch=config.arch, vocab=corpus.vocab,
+            text = sample.sample_text(train_state.params, arch=config.cell, vocab=corpus.vocab,
                                       key=train_lib.stream_key(train_state.key, train_lib.STREAM_SAMPLES,
                                                                step),
                                       length=config.sample_length,
-                                      temperature=config.sample_temperature,
-                                      **train_lib.cell_options(config))[0]
+                                      temperature=config.sample_temperature)[0]
             log("  sample: " + text.replace("\n", "\n          "))
             last_save = _save(config, corpus.vocab, checkpoint_dir, train_state, best_val_loss,
                               best=improved)
@@ -415,7 +414,7 @@ def _sweep(config, seeds, learning_rates, clip_norms, patience, log, received, h
     streams = jax.device_put(data.make_streams(corpus.train, config.batch_size, config.seq_len,
                                                name="training split"))
     num_windows = data.num_windows(streams, config.seq_len)
-    validate.check_memory(config.arch, len(corpus.vocab), config.hidden_size, config.num_layers,
+    validate.check_memory(config.cell, len(corpus.vocab), config.hidden_size, config.num_layers,
                           config.batch_size, config.seq_len,
                           train_lib.dtype_of(config)(0).itemsize, runs=len(runs))
     held.enter_context(files.folder_lock(config.output_dir, "--output_dir"))  # before any write

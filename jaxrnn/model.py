@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn import regularisers, validate
-from jaxrnn.cells import get_cell, project_inputs
+from jaxrnn.cells import project_inputs, resolve
 from jaxrnn.errors import ConfigError
 from jaxrnn.matmuls import matmul, sum_outer
 from jaxrnn.types import WindowMasks
@@ -40,14 +40,14 @@ def init_params(key, arch, vocab_size, hidden_size, num_layers=1, *, dtype=jnp.f
 
     Cell initialisers are documented in `jaxrnn.cells`; the output projection is Glorot normal
     with a zero bias. ``activation``, ``matmul_dtype`` and ``zoneout`` are accepted (and checked)
-    so that the same ``**cell_options`` can be passed here and to `loss_fn`. Sizes are integers
-    >= 1 (NumPy integers too).
+    so that the same options can be passed here and to `loss_fn`; ``arch`` is a name or a
+    `jaxrnn.cells.Cell` (`jaxrnn.cells.resolve`). Sizes are integers >= 1 (NumPy integers too).
     """
     vocab_size = validate.size("vocab_size", vocab_size)
     hidden_size = validate.size("hidden_size", hidden_size)
     num_layers = validate.size("num_layers", num_layers)
     dtype = _float_dtype(dtype)
-    cell = get_cell(arch, activation, matmul_dtype, zoneout)
+    cell = resolve(arch, activation, matmul_dtype, zoneout)
     keys = jax.random.split(key, num_layers + 1)
     layers = [cell.init(keys[index], vocab_size if index == 0 else hidden_size, hidden_size,
                         recurrent_init, dtype) for index in range(num_layers)]
@@ -59,7 +59,7 @@ def init_params(key, arch, vocab_size, hidden_size, num_layers=1, *, dtype=jnp.f
 
 def init_state(arch, batch_size, hidden_size, num_layers=1, dtype=jnp.float32):
     """Zero state: a tuple of ``num_layers`` carries (``(B, H)``, or ``LSTMState`` for lstm)."""
-    cell = get_cell(arch)
+    cell = resolve(arch)
     batch_size = validate.size("batch_size", batch_size)
     hidden_size = validate.size("hidden_size", hidden_size)
     num_layers = validate.size("num_layers", num_layers)
@@ -71,10 +71,10 @@ def hidden_size_of(params):
     return params["W_hy"].shape[0]
 
 
-def zero_state_for(params, arch, batch_size):
-    """The zero state (tuple of L carries of shape (B, H)) that fits ``params``: their hidden
-    size, depth and dtype; the default wherever a caller passes no state."""
-    return init_state(arch, batch_size, hidden_size_of(params), len(params["layers"]),
+def zero_state_for(params, cell, batch_size):
+    """The zero state (tuple of L carries of shape (B, H)) of ``cell`` that fits ``params``: their
+    hidden size, depth and dtype; the default wherever a caller passes no state."""
+    return init_state(cell, batch_size, hidden_size_of(params), len(params["layers"]),
                       params["W_hy"].dtype)
 
 
@@ -194,8 +194,10 @@ def loss_fn(params, inputs, targets, state=None, *, arch, backward="manual", dro
         T >= 1; ids in [0, V) (checked when concrete, a contract under jit: `jaxrnn.validate`).
       state: tuple of L carries from `init_state` or a previous window, in the parameters' dtype
         (a different dtype is an error, not a cast); None for zeros.
-      arch: "rnn" | "lstm" | "gru"; activation: "rnn" only; recurrent_init: ignored (init-only,
-        accepted so one ``**cell_options`` serves `init_params` and `loss_fn`).
+      arch: "rnn" | "lstm" | "gru", or a `jaxrnn.cells.Cell` that carries the options below
+        (`jaxrnn.cells.resolve`); activation, matmul_dtype, zoneout: see `jaxrnn.cells.get_cell`;
+        recurrent_init: ignored (init-only, accepted so one set of options serves `init_params`
+        and `loss_fn`).
       backward: "manual" (hand-written BPTT, `jax.custom_vjp`) or "autodiff" (`jax.grad` of the
         plain scan). Forward values are identical.
       dropout, dropout_key: inverted dropout on the non-recurrent connections (training only),
@@ -210,8 +212,8 @@ def loss_fn(params, inputs, targets, state=None, *, arch, backward="manual", dro
     Returns: ``(loss scalar, final_state)``; use ``jax.value_and_grad(loss_fn, has_aux=True)``.
     """
     del recurrent_init
-    cell = get_cell(arch, activation, matmul_dtype, zoneout)
-    inputs, targets, state = _checked_inputs(params, arch, inputs, state, targets)
+    cell = resolve(arch, activation, matmul_dtype, zoneout)
+    inputs, targets, state = _checked_inputs(params, cell, inputs, state, targets)
     inputs, targets = jnp.asarray(inputs).T, jnp.asarray(targets).T       # (T, B), time-major
     dtype = params["W_hy"].dtype
     if masks is not None:
@@ -231,12 +233,12 @@ def loss_fn(params, inputs, targets, state=None, *, arch, backward="manual", dro
     raise ConfigError(f"backward must be one of {', '.join(BACKWARDS)}, got {backward!r}")
 
 
-def _checked_inputs(params, arch, inputs, state, targets=None, ndim=2):
+def _checked_inputs(params, cell, inputs, state, targets=None, ndim=2):
     """Static checks of a call's arguments (and id ranges when concrete), see `jaxrnn.validate`.
 
     inputs: (B, T) or (B,) ids; returns ``(inputs, targets, state)`` with a zero state for None.
     """
-    vocab_size, hidden_size, num_layers, dtype = validate.params(params, arch)
+    vocab_size, hidden_size, num_layers, dtype = validate.params(params, cell)
     inputs = validate.ids("inputs" if ndim == 2 else "ids", inputs, ndim, vocab_size)
     if targets is not None:
         targets = validate.ids("targets", targets, 2, vocab_size)
@@ -244,8 +246,8 @@ def _checked_inputs(params, arch, inputs, state, targets=None, ndim=2):
             raise ConfigError(f"targets have shape {tuple(targets.shape)} but inputs "
                               f"{tuple(inputs.shape)}; pass windows of the same (B, T)")
     if state is None:
-        state = zero_state_for(params, arch, inputs.shape[0])
-    return inputs, targets, validate.state(state, arch, num_layers, inputs.shape[0], hidden_size,
+        state = zero_state_for(params, cell, inputs.shape[0])
+    return inputs, targets, validate.state(state, cell, num_layers, inputs.shape[0], hidden_size,
                                            dtype)
 
 
@@ -258,11 +260,11 @@ def forward_log_probs(params, inputs, state=None, *, arch, activation=None, matm
     zoneout (rates ``(p_h, p_c)`` or None) as its expectation.
 
     state: as for `loss_fn` (None for zeros)."""
-    cell = get_cell(arch, activation, matmul_dtype, zoneout)
-    inputs, _, state = _checked_inputs(params, arch, inputs, state)
+    cell = resolve(arch, activation, matmul_dtype, zoneout)
+    inputs, _, state = _checked_inputs(params, cell, inputs, state)
     inputs = jnp.asarray(inputs).T
     outputs, final_state, _ = stack_forward(cell, params["layers"], inputs, state)
-    return jnp.swapaxes(output_log_probs(params, outputs, matmul_dtype), 0, 1), final_state
+    return jnp.swapaxes(output_log_probs(params, outputs, cell.matmul_dtype), 0, 1), final_state
 
 
 def model_step(params, state, ids, *, arch, activation=None, matmul_dtype=None, zoneout=None):
@@ -270,13 +272,13 @@ def model_step(params, state, ids, *, arch, activation=None, matmul_dtype=None, 
     (rates ``(p_h, p_c)`` or None) as its expectation.
 
     state: tuple of L carries of batch B in the parameters' dtype (from `init_state`)."""
-    cell = get_cell(arch, activation, matmul_dtype, zoneout)
+    cell = resolve(arch, activation, matmul_dtype, zoneout)
     if state is None:
         raise ConfigError("model_step needs a state; start from jaxrnn.init_state(arch, B, H, L)")
-    ids, _, state = _checked_inputs(params, arch, ids, state, ndim=1)
+    ids, _, state = _checked_inputs(params, cell, ids, state, ndim=1)
     x, new_state = jnp.asarray(ids), []
     for params_layer, carry in zip(params["layers"], state):
         carry, (x, _) = cell.forward_step(params_layer, carry,
                                           project_inputs(cell, params_layer, x))
         new_state.append(carry)
-    return tuple(new_state), matmul(x, params["W_hy"], matmul_dtype) + params["b_y"]
+    return tuple(new_state), matmul(x, params["W_hy"], cell.matmul_dtype) + params["b_y"]

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn import validate
-from jaxrnn.cells import get_cell
+from jaxrnn.cells import resolve
 from jaxrnn.data import decode, encode
 from jaxrnn.errors import ConfigError
 from jaxrnn.model import model_step, zero_state_for
@@ -175,19 +175,17 @@ def make_sampler(*, arch, activation=None, length, num_samples, temperature=1.0,
       ConfigError: invalid options (see `validate_sampling_options`), unknown arch/activation.
     """
     validate_sampling_options(temperature, top_k, top_p, length, num_samples, greedy)
-    zoneout = get_cell(arch, activation, matmul_dtype, zoneout).zoneout   # fail early; canonical
+    cell = resolve(arch, activation, matmul_dtype, zoneout)     # fail early; canonical options
     if greedy:                      # the filters do not matter: share one sampler
         temperature, top_k, top_p = 1.0, 0, 1.0
-    return _cached_sampler(arch, activation, matmul_dtype, zoneout, int(length), int(num_samples),
+    return _cached_sampler(cell, int(length), int(num_samples),
                            float(temperature), int(top_k), float(top_p), bool(greedy))
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_sampler(arch, activation, matmul_dtype, zoneout, length, num_samples, temperature,
-                    top_k, top_p, greedy):
+def _cached_sampler(cell, length, num_samples, temperature, top_k, top_p, greedy):
     """`make_sampler` for validated options in canonical types, one entry per option set."""
-    step = functools.partial(model_step, arch=arch, activation=activation,
-                             matmul_dtype=matmul_dtype, zoneout=zoneout)
+    step = functools.partial(model_step, arch=cell)
 
     def draw(logits, key):
         """logits (S, V) -> next ids (S,) int32."""
@@ -204,7 +202,7 @@ def _cached_sampler(arch, activation, matmul_dtype, zoneout, length, num_samples
                               f"{prime_ids.shape}; pass at least one priming character")
         dtype = params["W_hy"].dtype
         vocab_size = params["W_hy"].shape[1]
-        state = zero_state_for(params, arch, num_samples)
+        state = zero_state_for(params, cell, num_samples)
         prime = jnp.broadcast_to(prime_ids[:, None], (prime_ids.shape[0], num_samples))  # (P, S)
 
         def prime_step(carry, ids):                 # ids: (S,)
@@ -259,7 +257,8 @@ def sample_text(params, *, arch, vocab, key, prime="", length=200, num_samples=1
         characters outside the vocabulary (the message names them).
     """
     validate_sampling_options(temperature, top_k, top_p, length, num_samples, greedy)
-    vocab_size = validate.params(params, arch)[0]
+    cell = resolve(arch, activation, matmul_dtype, zoneout)
+    vocab_size = validate.params(params, cell)[0]
     if not vocab or len(vocab) != vocab_size:
         raise ConfigError(f"the vocabulary has {len(vocab)} characters but the model predicts "
                           f"{vocab_size}; use the vocabulary saved with the model's checkpoint")
@@ -269,9 +268,7 @@ def sample_text(params, *, arch, vocab, key, prime="", length=200, num_samples=1
         raise ConfigError(f"prime has characters not in the vocabulary: {shown}; use only "
                           f"characters of the training text")
     prime_ids = encode(vocab, prime or start_character(vocab))                  # (P,) int32
-    sampler = make_sampler(arch=arch, activation=activation, length=length,
-                           num_samples=num_samples, temperature=temperature, top_k=top_k,
-                           top_p=top_p, greedy=greedy, matmul_dtype=matmul_dtype,
-                           zoneout=zoneout)
+    sampler = make_sampler(arch=cell, length=length, num_samples=num_samples,
+                           temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy)
     ids = np.asarray(sampler(params, jnp.asarray(prime_ids), key))             # (S, N)
     return [prime + decode(vocab, row) for row in ids]

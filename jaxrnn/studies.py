@@ -510,13 +510,12 @@ def run_group(study, group, config, seeds, *, log=print):
             metadata=runstate.checkpoint_metadata(best_config, vocab, state, run["val"]["loss"],
                                               extra={"run": run["run"]}))
         if study.samples:
-            text = sample.sample_text(state.params, arch=config.arch, vocab=vocab,
+            text = sample.sample_text(state.params, arch=config.cell, vocab=vocab,
                                       key=train_lib.stream_key(state.key,
                                                                train_lib.STREAM_SAMPLES,
                                                                int(state.step)),
                                       prime="\n", length=config.sample_length,
-                                      temperature=config.sample_temperature,
-                                      **train_lib.cell_options(config))[0]
+                                      temperature=config.sample_temperature)[0]
     reach = None
     if study.gradient_reach and best is not None:
         reach = gradient_reach(config, state.params, vocab)
@@ -538,8 +537,7 @@ def gradient_reach(config, params, vocab):
     length = min(REACH_WINDOW, (len(corpus.val) - 1) // REACH_STREAMS)
     streams = data.make_streams(corpus.val, REACH_STREAMS, length, name="validation split")
     inputs, targets = data.get_window(streams, 0, length)
-    flow = gradient_flow.gradient_flow(params, inputs, targets, arch=config.arch,
-                                       **train_lib.cell_options(config))
+    flow = gradient_flow.gradient_flow(params, inputs, targets, arch=config.cell)
     return {"norms": [float(value) for value in flow.norms[0]],
             "factor_per_step": None if not np.isfinite(flow.factor_per_step[0])
             else float(flow.factor_per_step[0]), "reach": int(flow.reach[0]),

@@ -26,7 +26,6 @@ import jax.numpy as jnp
 import optax
 
 from jaxrnn import data, model, regularisers
-from jaxrnn.cells import get_cell
 from jaxrnn.errors import ConfigError
 from jaxrnn.types import TrainState
 
@@ -60,18 +59,9 @@ def stream_key(root_key, stream, index=None):
     return key if index is None else jax.random.fold_in(key, index)
 
 
-def cell_options(config):
-    """The cell keyword arguments of ``config``: the activation (arch=rnn only), the matmul
-    dtype ("bfloat16" with --bf16_matmuls, else None) and the zoneout rates ``(p_h, p_c)`` (None
-    without zoneout), which evaluation and sampling use as the expectation."""
-    return {"activation": config.activation if config.arch == "rnn" else None,
-            "matmul_dtype": "bfloat16" if config.bf16_matmuls else None,
-            "zoneout": regularisers.zoneout_of(regulariser_rates(config))}
-
-
 def regulariser_rates(config):
     """The `jaxrnn.regularisers.Rates` of ``config`` (its fields of the same names)."""
-    return regularisers.Rates(*(getattr(config, name) for name in regularisers.NAMES))
+    return config.rates
 
 
 def draw_window_masks(config, step_key, vocab_size):
@@ -86,7 +76,7 @@ def draw_window_masks(config, step_key, vocab_size):
     return regularisers.draw_masks(
         rates, keys, num_layers=config.num_layers, seq_len=config.seq_len,
         batch_size=config.batch_size, vocab_size=vocab_size, hidden_size=config.hidden_size,
-        num_gates=get_cell(config.arch).num_gates, dtype=dtype_of(config))
+        num_gates=config.cell.num_gates, dtype=dtype_of(config))
 
 
 def dtype_of(config):
@@ -168,7 +158,7 @@ def run_hparams(config, learning_rates, clip_norms, dtype=None):
 # State
 # ---------------------------------------------------------------------------------------------
 def zero_model_state(config, batch_size):
-    return model.init_state(config.arch, batch_size, config.hidden_size, config.num_layers,
+    return model.init_state(config.cell, batch_size, config.hidden_size, config.num_layers,
                             dtype_of(config))
 
 
@@ -176,9 +166,9 @@ def init_train_state(config, vocab_size, key=None):
     """Fresh `TrainState` from the root key ``jax.random.key(config.seed)`` (or ``key``); the
     state keeps the root key, from which every later random stream is folded (STREAM_*)."""
     key = jax.random.key(config.seed) if key is None else key
-    params = model.init_params(stream_key(key, STREAM_INIT), config.arch, vocab_size, config.hidden_size,
-                               config.num_layers, dtype=dtype_of(config),
-                               recurrent_init=config.recurrent_init, **cell_options(config))
+    params = model.init_params(stream_key(key, STREAM_INIT), config.cell, vocab_size,
+                               config.hidden_size, config.num_layers, dtype=dtype_of(config),
+                               recurrent_init=config.recurrent_init)
     counters = [jnp.zeros((), jnp.int32) for _ in range(3)]  # distinct buffers: they are donated
     return TrainState(params, make_optimizer(config).init(params),
                       zero_model_state(config, config.batch_size), *counters, key)
@@ -211,8 +201,8 @@ def make_train_step(config, num_windows):
     optimizer = make_optimizer(config)
     windows_per_epoch = epoch_windows(config, num_windows)
     value_and_grad = jax.value_and_grad(
-        functools.partial(model.loss_fn, arch=config.arch, backward=config.backward,
-                          dropout=config.dropout, **cell_options(config)), has_aux=True)
+        functools.partial(model.loss_fn, arch=config.cell, backward=config.backward,
+                          dropout=config.dropout), has_aux=True)
 
     def train_step(train_state, streams, hparams: Optional[RunHparams] = None):
         params, opt_state, model_state, step, window, epoch, root_key = train_state
@@ -308,15 +298,16 @@ def make_multi_seed_chunk(config, num_windows, length):
 def make_evaluate(config):
     """Jitted ``evaluate(params, streams (B, W*T+1)) -> mean loss in nats/char`` over all W
     windows, carrying the hidden state across windows (as in training, without dropout or any
-    other mask; zoneout as its expectation, through `cell_options`)."""
+    other mask; zoneout as its expectation, through `jaxrnn.config.Config.cell`)."""
+    cell = config.cell
+
     def evaluate(params, streams):
         batch_size = streams.shape[0]
         count = data.num_windows(streams, config.seq_len)
 
         def window_loss(state, index):
             inputs, targets = data.get_window_jax(streams, index, config.seq_len)
-            log_probs, state = model.forward_log_probs(params, inputs, state, arch=config.arch,
-                                                       **cell_options(config))
+            log_probs, state = model.forward_log_probs(params, inputs, state, arch=cell)
             return state, model.mean_nll(log_probs, targets)
 
         _, losses = jax.lax.scan(window_loss, zero_model_state(config, batch_size),

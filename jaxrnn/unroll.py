@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn import validate
-from jaxrnn.cells import get_cell, make_step, project_inputs
+from jaxrnn.cells import make_step, project_inputs, resolve
 from jaxrnn.errors import ConfigError
 from jaxrnn.matmuls import matmul, sum_outer
 from jaxrnn.types import LayerMasks, LayerResiduals, RecurrenceMasks
@@ -238,27 +238,24 @@ def stack_backward(cell, layers, residuals, masks, d_outputs, d_final_state):
 # ---------------------------------------------------------------------------------------------
 # custom_vjp over a stack unroll of float inputs
 # ---------------------------------------------------------------------------------------------
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _manual_unroll(arch, activation, matmul_dtype, layers, xs, state):
-    cell = get_cell(arch, activation, matmul_dtype)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _manual_unroll(cell, layers, xs, state):
     outputs, final_state, _ = stack_forward(cell, layers, xs, state)
     return outputs, final_state
 
 
-def _manual_unroll_fwd(arch, activation, matmul_dtype, layers, xs, state):
+def _manual_unroll_fwd(cell, layers, xs, state):
     # fwd: (layers, xs, state) -> ((outputs, final_state), (layers, residuals))
-    cell = get_cell(arch, activation, matmul_dtype)
     outputs, final_state, residuals = stack_forward(cell, layers, xs, state)
     return (outputs, final_state), (layers, residuals)
 
 
-def _manual_unroll_bwd(arch, activation, matmul_dtype, saved, cotangents):
+def _manual_unroll_bwd(cell, saved, cotangents):
     # bwd: ((layers, residuals), (d_outputs, d_final_state)) -> (d_layers, d_xs, d_state)
     layers, residuals = saved
     d_outputs, d_final_state = cotangents
-    layer_grads, d_xs, d_state0, _ = stack_backward(
-        get_cell(arch, activation, matmul_dtype), layers, residuals, None, d_outputs,
-        d_final_state)
+    layer_grads, d_xs, d_state0, _ = stack_backward(cell, layers, residuals, None, d_outputs,
+                                                     d_final_state)
     return layer_grads, d_xs, d_state0
 
 
@@ -274,20 +271,21 @@ def unroll(layers, xs, state=None, *, arch, backward="manual", activation=None,
       xs: (T, B, I) float inputs, time-major, T >= 1, in the layers' dtype.
       state: tuple of L carries in the layers' dtype (an error otherwise, not a cast), or None
         for zeros.
-      arch: "rnn" | "lstm" | "gru"; activation: for "rnn" only (tanh, relu, sigmoid, identity).
+      arch: "rnn" | "lstm" | "gru", or a `jaxrnn.cells.Cell` (`jaxrnn.cells.resolve`);
+        activation: see `jaxrnn.cells.get_cell`.
       backward: "manual" (hand-written BPTT via custom_vjp) or "autodiff" (JAX differentiates).
       matmul_dtype: None, or "bfloat16" for bfloat16 matmuls with float32 accumulation
         (`jaxrnn.matmuls.matmul`).
     Returns: ``(hiddens (T, B, H) of the top layer, final_state)``.
     """
-    cell = get_cell(arch, activation, matmul_dtype)
-    num_layers, hidden_size, dtype = validate.layers(layers, arch)
+    cell = resolve(arch, activation, matmul_dtype)
+    num_layers, hidden_size, dtype = validate.layers(layers, cell)
     validate.float_inputs(xs, layers[0][cell.input_weight].shape[0], dtype)
     if state is None:
         state = tuple(cell.zero_carry(xs.shape[1], hidden_size, xs.dtype) for _ in layers)
-    state = validate.state(state, arch, num_layers, xs.shape[1], hidden_size, dtype)
+    state = validate.state(state, cell, num_layers, xs.shape[1], hidden_size, dtype)
     if backward == "manual":
-        return _manual_unroll(arch, activation, matmul_dtype, list(layers), xs, tuple(state))
+        return _manual_unroll(cell, list(layers), xs, tuple(state))
     if backward == "autodiff":
         return reference_unroll(cell, layers, xs, tuple(state))
     raise ConfigError(f"backward must be one of {', '.join(BACKWARDS)}, got {backward!r}")

@@ -27,7 +27,7 @@ import tempfile
 import jax
 import numpy as np
 
-from jaxrnn.cells import ACTIVATIONS, ARCHS, get_cell
+from jaxrnn.cells import ACTIVATIONS, ARCHS, PARAM_NAMES, resolve
 from jaxrnn.errors import CheckpointError, ConfigError, TrainingDivergedError
 from jaxrnn.types import LSTMState
 
@@ -80,21 +80,17 @@ def ids(name, values, ndim, vocab_size=None):
 # ---------------------------------------------------------------------------------------------
 # Parameters and states
 # ---------------------------------------------------------------------------------------------
-def _layer_names(arch):
-    return {"rnn": ("W_xh", "W_hh", "b_h"), "lstm": ("W_x", "W_h", "b"),
-            "gru": ("W_x", "W_h", "b_x", "b_h")}[arch]
+def _expected_layer_shapes(cell, input_size, hidden_size):
+    """``cell.param_names``: input weight (I, G), recurrent weight (H, G), then biases (G,)."""
+    gates = cell.num_gates * hidden_size
+    input_weight, recurrent_weight, *biases = cell.param_names
+    return {input_weight: (input_size, gates), recurrent_weight: (hidden_size, gates),
+            **{name: (gates,) for name in biases}}
 
 
-def _expected_layer_shapes(arch, input_size, hidden_size):
-    gates = get_cell(arch).num_gates * hidden_size
-    shapes = {"W_xh": (input_size, gates), "W_hh": (hidden_size, gates), "b_h": (gates,),
-              "W_x": (input_size, gates), "W_h": (hidden_size, gates), "b": (gates,),
-              "b_x": (gates,)}
-    return {name: shapes[name] for name in _layer_names(arch)}
-
-
-def layers(layer_list, arch, input_size=None, where="layers"):
-    """A list of cell-parameter dicts of ``arch``; returns ``(L, H, dtype)``.
+def layers(layer_list, cell, input_size=None, where="layers"):
+    """A list of cell-parameter dicts of ``cell`` (a `jaxrnn.cells.Cell`); returns
+    ``(L, H, dtype)``.
 
     Layer 0 reads ``input_size`` features (any when None), the others H.
     """
@@ -104,20 +100,21 @@ def layers(layer_list, arch, input_size=None, where="layers"):
     hidden_size, dtype = None, None
     for index, layer in enumerate(layer_list):
         names = tuple(sorted(layer)) if isinstance(layer, dict) else ()
-        if names != tuple(sorted(_layer_names(arch))):
-            owner = [name for name in ARCHS if tuple(sorted(_layer_names(name))) == names]
+        arch = cell.name
+        if names != tuple(sorted(cell.param_names)):
+            owner = [name for name in ARCHS if tuple(sorted(PARAM_NAMES[name])) == names]
             if owner:
                 raise ConfigError(f"{where}[{index}] holds the parameters of {owner[0]}, not of "
                                   f"{arch}; pass arch={owner[0]!r} or parameters built for {arch}")
             raise ConfigError(f"{where}[{index}] holds keys {list(names)}, not the parameters of "
                               f"{arch}; build them with jaxrnn.init_params")
-        recurrent = layer[_layer_names(arch)[1]]
+        recurrent = layer[cell.param_names[1]]
         if hidden_size is None:
             hidden_size = _shape(recurrent)[0] if len(_shape(recurrent)) == 2 else None
-        first_input = _shape(layer[_layer_names(arch)[0]])[:1]
+        first_input = _shape(layer[cell.param_names[0]])[:1]
         rows = (first_input[0] if input_size is None and first_input else input_size) \
             if index == 0 else hidden_size
-        for name, want in _expected_layer_shapes(arch, rows, hidden_size).items():
+        for name, want in _expected_layer_shapes(cell, rows, hidden_size).items():
             got = _shape(layer[name])
             if got != want:
                 raise ConfigError(f"{where}[{index}]['{name}'] has shape {got}, expected {want} "
@@ -135,9 +132,8 @@ def layers(layer_list, arch, input_size=None, where="layers"):
     return len(layer_list), hidden_size, dtype
 
 
-def params(tree, arch):
-    """Model parameters from `jaxrnn.init_params` for ``arch``; returns ``(V, H, L, dtype)``."""
-    get_cell(arch)                                             # a clear error for a bad arch
+def params(tree, cell):
+    """Model parameters from `jaxrnn.init_params` for ``cell``; returns ``(V, H, L, dtype)``."""
     if not isinstance(tree, dict) or not {"layers", "W_hy", "b_y"} <= set(tree):
         raise ConfigError("params must be the dict from jaxrnn.init_params (keys layers, W_hy, "
                           f"b_y), got {type(tree).__name__}"
@@ -146,7 +142,7 @@ def params(tree, arch):
     if len(head) != 2:
         raise ConfigError(f"params['W_hy'] must have shape (H, V), got {head}")
     hidden_size, vocab_size = head
-    num_layers, layer_hidden, dtype = layers(tree["layers"], arch, vocab_size, "params['layers']")
+    num_layers, layer_hidden, dtype = layers(tree["layers"], cell, vocab_size, "params['layers']")
     if layer_hidden != hidden_size or _shape(tree["b_y"]) != (vocab_size,):
         raise ConfigError(f"params['W_hy'] {head} and params['b_y'] {_shape(tree['b_y'])} do not "
                           f"match the layers' H={layer_hidden}; build the parameters with "
@@ -158,8 +154,9 @@ def params(tree, arch):
     return vocab_size, hidden_size, num_layers, dtype
 
 
-def state(carries, arch, num_layers, batch_size, hidden_size, dtype):
-    """A model state (tuple of L carries) that fits the parameters; returns it as a tuple.
+def state(carries, cell, num_layers, batch_size, hidden_size, dtype):
+    """A model state (tuple of L carries of ``cell``) that fits the parameters; returns it as a
+    tuple.
 
     The state's dtype must equal the parameters' (an error, not a cast; see the module docstring).
     """
@@ -168,7 +165,7 @@ def state(carries, arch, num_layers, batch_size, hidden_size, dtype):
         count = len(carries) if isinstance(carries, (list, tuple)) else type(carries).__name__
         raise ConfigError(f"state must be a tuple of {num_layers} carries (one per layer), got "
                           f"{count}; build it with jaxrnn.init_state")
-    fixed = []
+    fixed, arch = [], cell.name
     for index, carry in enumerate(carries):
         is_pair = isinstance(carry, (tuple, list)) and len(carry) == 2
         if arch == "lstm" and not is_pair:
@@ -271,7 +268,7 @@ def _gib(count):
     return f"{count / 2**30:,.1f} GiB" if count >= 2**30 else f"{count / 2**20:,.1f} MiB"
 
 
-def training_bytes(arch, vocab_size, hidden_size, num_layers, batch_size, seq_len, itemsize,
+def training_bytes(cell, vocab_size, hidden_size, num_layers, batch_size, seq_len, itemsize,
                    runs=1):
     """A lower estimate of training memory: ``(state bytes, activation bytes)``.
 
@@ -279,18 +276,18 @@ def training_bytes(arch, vocab_size, hidden_size, num_layers, batch_size, seq_le
     of one window: per layer the gates, hidden and cell states ``T*B*(G + 2H)``, and the output's
     logits, probabilities and their gradient ``3*T*B*V``.
     """
-    gates = get_cell(arch).num_gates * hidden_size
+    gates = cell.num_gates * hidden_size
     count = sum(math.prod(shape) for index in range(num_layers) for shape in _expected_layer_shapes(
-        arch, vocab_size if index == 0 else hidden_size, hidden_size).values())
+        cell, vocab_size if index == 0 else hidden_size, hidden_size).values())
     count += (hidden_size + 1) * vocab_size
     activations = seq_len * batch_size * (num_layers * (gates + 2 * hidden_size) + 3 * vocab_size)
     return runs * 5 * count * itemsize, runs * activations * itemsize
 
 
-def check_memory(arch, vocab_size, hidden_size, num_layers, batch_size, seq_len, itemsize,
+def check_memory(cell, vocab_size, hidden_size, num_layers, batch_size, seq_len, itemsize,
                  runs=1, available=None):
     """ConfigError when `training_bytes` exceeds the memory available, naming the flag to lower."""
-    state_bytes, activation_bytes = training_bytes(arch, vocab_size, hidden_size, num_layers,
+    state_bytes, activation_bytes = training_bytes(cell, vocab_size, hidden_size, num_layers,
                                                    batch_size, seq_len, itemsize, runs)
     available = _available_bytes() if available is None else available
     if state_bytes + activation_bytes <= available:
@@ -422,7 +419,7 @@ def gradcheck_cases(archs, activations, *, activations_given, vocab_size, hidden
         raise ConfigError(f"--vocab_size must be >= 2 (one symbol leaves nothing to predict and "
                           f"every gradient zero), got {vocab_size}")
     # The LSTM (4 gates) needs the most memory of the three cells.
-    check_memory("lstm", vocab_size, hidden_size, num_layers, batch_size, seq_len,
+    check_memory(resolve("lstm"), vocab_size, hidden_size, num_layers, batch_size, seq_len,
                  np.dtype(dtype).itemsize)
     return [(arch, activation) for arch in archs
             for activation in (activations if arch == "rnn" else [None])]

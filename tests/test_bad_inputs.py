@@ -208,7 +208,7 @@ OPTION_CASES = {
     "--process_id=2 of 2": (lambda: validate.distributed("localhost:1234", 2, 2, True),
                             "--process_id must be in [0, --num_processes=2)"),
     "memory of a huge batch": (
-        lambda: validate.check_memory("lstm", 65, 64, 1, 10**6, 10**3, 4),
+        lambda: validate.check_memory(jaxrnn.get_cell("lstm"), 65, 64, 1, 10**6, 10**3, 4),
         "lower --batch_size or --seq_len"),
 }
 
@@ -230,12 +230,13 @@ def test_valid_options_pass_and_memory_rule_is_what_it_says():
     assert validate.gradcheck_cases(**{**defaults, "archs": ["gru", "lstm"]}) == [
         ("gru", None), ("lstm", None)]               # activations apply to rnn only
     validate.distributed(None, 1, 0, False)
-    state_bytes, activations = validate.training_bytes("lstm", 65, 1024, 1, 64, 50, 4)
+    state_bytes, activations = validate.training_bytes(jaxrnn.get_cell("lstm"), 65, 1024, 1, 64,
+                                                       50, 4)
     assert state_bytes > activations
-    validate.check_memory("lstm", 65, 1024, 1, 64, 50, 4,
+    validate.check_memory(jaxrnn.get_cell("lstm"), 65, 1024, 1, 64, 50, 4,
                           available=state_bytes + activations)              # fits exactly
     with pytest.raises(ConfigError, match="MiB activations.* lower --hidden_size"):
-        validate.check_memory("lstm", 65, 1024, 1, 64, 50, 4,
+        validate.check_memory(jaxrnn.get_cell("lstm"), 65, 1024, 1, 64, 50, 4,
                               available=state_bytes + activations - 1)
     params = jaxrnn.init_params(jax.random.key(0), "lstm", 65, 1024)
     assert state_bytes == 5 * 4 * sum(leaf.size for leaf in jax.tree.leaves(params))

@@ -288,7 +288,7 @@ def test_evaluation_uses_none_of_the_dropout_type_masks():
     streams = _streams(plain)
     assert float(train.make_evaluate(regularised)(params, streams)) == \
         float(train.make_evaluate(plain)(params, streams))
-    assert train.cell_options(regularised) == train.cell_options(plain)
+    assert regularised.cell == plain.cell
 
 
 def _expected_zoneout_forward(params, ids, arch, rates):
@@ -317,12 +317,12 @@ def _expected_zoneout_forward(params, ids, arch, rates):
 def test_zoneout_evaluation_and_sampling_use_the_expectation(x64, arch):
     """`forward_log_probs` (what `make_evaluate` runs) and chained `model_step` (what the sampler
     runs) with zoneout rates equal the expectation written out by hand, and differ from the
-    model without zoneout; `train.cell_options` hands the rates to both."""
+    model without zoneout; `Config.cell` hands the rates to both."""
     rates = (0.3, 0.6 if arch == "lstm" else 0.0)
     config = _train_config(arch=arch, dtype="float64",
                            **{**{name: 0.0 for name in regularisers.NAMES},
                               "zoneout_hidden": rates[0], "zoneout_cell": rates[1]})
-    assert train.cell_options(config)["zoneout"] == rates
+    assert config.cell.zoneout == rates
     params, inputs, _, _ = _problem(arch, None, 2, False, jnp.float64)
     want = _expected_zoneout_forward(params, inputs, arch, rates)
     got, _ = model.forward_log_probs(params, inputs, arch=arch, zoneout=rates)
