@@ -98,7 +98,7 @@ def test_norms_are_medians_over_streams_and_do_not_underflow():
 
 def test_table_and_json_record_of_a_dead_model(tmp_path):
     flow = gradient_flow.GradientFlow(np.zeros((1, 4)), np.array([np.nan]), np.array([0]))
-    model = gradient_flow.Model("dead", {}, "rnn", {}, {"kind": "init"})
+    model = gradient_flow.Model("dead", {}, jaxrnn.get_cell("rnn"), {"kind": "init"})
     lines = reporting.format_table([(model, flow)], [1, 3])
     assert lines[-1] == "| dead | 0 | 0 | n/a | n/a | n/a | 0 (no gradient at d=0) |"
     path = tmp_path / "v1.2" / "report"                          # a dot in a folder name
