@@ -63,6 +63,9 @@ class Group(NamedTuple):
         group's own and its learning-rate extensions'), e.g. the learning rate an earlier
         group bracketed or the dropout that validated best; ``overrides`` and ``labels`` it
         returns are merged into the group's own.
+    retry_lower: how many times a trained group whose runs all stalled (`stalled`: best at the
+        first evaluation, stopped before the cap) is trained again at 1 / LR_FACTOR of its rate
+        (`retry_at_lower_rates`): a rate bracketed on short runs can be too high for a long one.
     note: how the group's derived values were chosen, shown in the study's table.
     """
 
@@ -76,6 +79,7 @@ class Group(NamedTuple):
     wall_seconds: Optional[float] = None
     patience: int = 0
     bracket: int = 0
+    retry_lower: int = 0
     derive: Optional[Callable] = None
     note: Optional[str] = None
 
@@ -351,8 +355,9 @@ def _cell_comparison(budget, vocab_size, *, reference_hidden, batch_size, dropou
     1. ``lr-<model>``: one seed at the middle dropout of ``dropouts``, the rates of _LR_GRID for
        ``lr_steps`` steps, the grid extended while its best is on an edge (`Group.bracket`).
     2. With several ``dropouts``: ``<model>-dropout<p>``, seed 0 at each dropout, trained to its
-       best at the bracketed rate; then ``<model>-seeds``, the other seeds at the dropout that
-       validated best. With one dropout: ``<model>-trained``, every seed at it.
+       best at the bracketed rate (retried once at a third of it if it `stalled`); then
+       ``<model>-seeds``, the other seeds at the dropout (and rate) that validated best. With
+       one dropout: ``<model>-trained``, every seed at it.
     Groups are ordered phase by phase for the three cells, then the two-layer LSTM's phases, so
     that a partial study has every cell's earlier phases.
     """
@@ -382,14 +387,15 @@ def _cell_comparison(budget, vocab_size, *, reference_hidden, batch_size, dropou
             phase[1].append(Group(f"{model_name}-trained",
                                    {"part": "trained", **labels, "dropout": dropouts[0]},
                                    {**overrides, **trained, "dropout": dropouts[0]}, (),
-                                   patience=size["patience"], derive=best_rate_of(rate_source)))
+                                   patience=size["patience"], retry_lower=1,
+                                   derive=best_rate_of(rate_source)))
             continue
         sources = []
         for dropout in dropouts:
             sources.append(f"{model_name}-dropout{dropout:g}")
             phase[1].append(Group(sources[-1], {"part": "trained", **labels, "dropout": dropout},
                                    {**overrides, **trained, "dropout": dropout}, (),
-                                   seeds=(0,), patience=size["patience"],
+                                   seeds=(0,), patience=size["patience"], retry_lower=1,
                                    derive=best_rate_of(rate_source)))
         phase[2].append(Group(f"{model_name}-seeds", {"part": "trained", **labels},
                                {**overrides, **trained}, (), seeds=(1, 2),
@@ -595,6 +601,9 @@ def _run(study, output_dir, seeds, overrides, log, after_group, train):
                                                            output_dir)):
             group_results += bracket_learning_rate(study, group, group_results[0], output_dir,
                                                    seeds, overrides, log)
+        if group.retry_lower:
+            group_results += retry_at_lower_rates(study, group, group_results[0], output_dir,
+                                                  seeds, overrides, log, train)
         done[group.name] = group_results
         results.extend(group_results)
         if after_group is not None:
@@ -705,6 +714,42 @@ def bracket_learning_rate(study, group, result, output_dir, seeds, overrides, lo
     return extensions
 
 
+def stalled(result):
+    """Whether every run of a trained-to-best group had its best validation loss at the first
+    evaluation and the group stopped before its cap: the runs got worse from there on (the loss
+    blew up or spiked), so the rate is too high for a run this long."""
+    config = result["config"]
+    return all(run.get("best_step") == config["eval_every"]
+               and run.get("steps", config["num_steps"]) < config["num_steps"]
+               for run in result["runs"])
+
+
+def retry_at_lower_rates(study, group, result, output_dir, seeds, overrides, log, train=True):
+    """While the latest of ``group``'s results `stalled`, train it again at 1 / LR_FACTOR of its
+    rate, up to ``group.retry_lower`` times, as one-rate groups ``<name>-lr<rate>`` (each with its
+    own ``result.json``). With ``train`` False only finished retries are loaded. Returns the
+    retries' results."""
+    retries = []
+    for _ in range(group.retry_lower):
+        last = (retries or [result])[-1]
+        if not stalled(last):
+            break
+        stalled_rate = last["runs"][0]["learning_rate"]
+        rate = stalled_rate / LR_FACTOR
+        retry = group._replace(
+            name=f"{group.name}-lr{rate:.3g}", learning_rates=(rate,), bracket=0, retry_lower=0,
+            derive=None, same_as=None,
+            note=f"{group.note + '; ' if group.note else ''}{stalled_rate:.3g} stalled in the "
+                 f"long run (best at its first evaluation), retried at {rate:.3g}")
+        config = group_config(study, retry, output_dir, overrides)
+        if not train and not (pathlib.Path(config.output_dir) / RESULT_FILE).exists():
+            break
+        log(f"  {group.name}: every run stalled at {stalled_rate:.3g}, retrying at {rate:.3g}")
+        retries.append({**_train_or_load(study, retry, config, seeds, {}, f"  {retry.name}",
+                                         log), "retry_of": group.name})
+    return retries
+
+
 def best_rate_of(source):
     """A `Group.derive` giving the group the best learning rate of the earlier group
     ``source`` and its extensions (with the bracket's status in the group's note)."""
@@ -718,15 +763,20 @@ def best_rate_of(source):
 
 
 def best_setting_of(sources, field, rate_source):
-    """A `Group.derive`: the learning rate of ``rate_source`` (`best_rate_of`) and the value of
-    the `Config` ``field`` (also a label) of whichever of the earlier groups ``sources`` has the
-    lowest mean validation loss."""
+    """A `Group.derive`: the value of the `Config` ``field`` (also a label) and the learning rate
+    of whichever result of the earlier groups ``sources`` (their retries at lower rates included)
+    has the lowest mean validation loss; the note says where the rate came from
+    (``rate_source``, or the retry)."""
     def derive(done):
-        fields = best_rate_of(rate_source)(done)
-        losses = {name: min(mean_val_by_rate(done[name]).values()) for name in sources}
-        winner = min(losses, key=losses.get)
-        value = done[winner][0]["config"][field]
-        fields["note"] += f"; {field} {value:g} validated best of " + ", ".join(
+        candidates = [(loss, name, result) for name in sources for result in done[name]
+                      for loss in mean_val_by_rate([result]).values()]
+        _, winner, result = min(candidates, key=lambda item: item[0])
+        value, rate = result["config"][field], result["runs"][0]["learning_rate"]
+        note = best_rate_of(rate_source)(done)["note"]
+        if result.get("retry_of"):
+            note = result["note"]
+        note += f"; {field} {value:g} validated best of " + ", ".join(
             f"{done[name][0]['config'][field]:g}" for name in sources)
-        return {**fields, "overrides": {field: value}, "labels": {field: value}}
+        return {"learning_rates": (rate,), "note": note, "overrides": {field: value},
+                "labels": {field: value}}
     return derive

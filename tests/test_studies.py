@@ -183,14 +183,21 @@ def test_wall_time_groups_fit_their_steps_once_and_keep_them(tmp_path, small_tex
 # ---------------------------------------------------------------------------------------------
 # Learning rates bracketed by the runner; later groups derive their rate and dropout
 # ---------------------------------------------------------------------------------------------
-def _fake_trainer(val_of_rate, trained):
+def _fake_trainer(val_of_rate, trained, stalls_above=None):
     """A `studies.run_group` stand-in: each run's validation loss is ``val_of_rate(rate)`` (plus
-    a seed offset), no training; ``trained`` collects the groups it was asked to train."""
+    a seed offset), no training; ``trained`` collects the groups it was asked to train. A
+    trained-to-best group (``patience``) at a rate above ``stalls_above`` stalls: its best is
+    the first evaluation and it stops at the second, at a loss of 9."""
     def run_group(study, group, config, seeds, *, log=print):
         trained.append((group.name, tuple(group.learning_rates), config.dropout))
+        stall = group.patience and stalls_above is not None and \
+            group.learning_rates[0] > stalls_above
         runs = [{"run": f"lr{rate:g}-seed{seed}", "seed": seed, "learning_rate": rate,
+                 "best_step": config.eval_every if stall else config.num_steps,
+                 "steps": 2 * config.eval_every if stall else config.num_steps,
                  "clip_norm": 5.0, "diverged": False, "seconds": 1.0, "chars_per_second": 1.0,
-                 "val": {"loss": val_of_rate(rate, config.dropout) + 1e-3 * seed},
+                 "val": {"loss": 9.0 if stall else val_of_rate(rate, config.dropout)
+                         + 1e-3 * seed},
                  "test": {"loss": val_of_rate(rate, config.dropout)}}
                 for rate in group.learning_rates for seed in seeds]
         result = {"group": group.name, "labels": group.labels, "config": config.to_dict(),
@@ -205,7 +212,8 @@ def _bracket_study(grid=(1e-3, 3e-3, 1e-2), bracket=2):
                                bracket=bracket)
     dropout_groups = tuple(
         studies.Group(f"d{dropout:g}", {"part": "trained", "dropout": dropout},
-                      {"dropout": dropout}, (), seeds=(0,), derive=studies.best_rate_of("lr"))
+                      {"dropout": dropout, "num_steps": 40, "eval_every": 10}, (), seeds=(0,),
+                      patience=2, retry_lower=1, derive=studies.best_rate_of("lr"))
         for dropout in (0.0, 0.5))
     seeds_group = studies.Group("seeds", {"part": "trained"}, {}, (), seeds=(1, 2),
                                 derive=studies.best_setting_of(("d0", "d0.5"), "dropout", "lr"))
@@ -282,3 +290,28 @@ def test_report_only_loads_the_finished_groups_and_trains_nothing(tmp_path, monk
                           train=False)
     assert trained == []
     assert [result["group"] for result in results] == ["lr", "d0", "d0.5"]
+
+
+def test_a_trained_group_that_stalls_at_its_bracketed_rate_is_retried_lower(tmp_path,
+                                                                             monkeypatch):
+    """The short-run bracket picks 0.03; at that rate every long run stalls (best at its first
+    evaluation), so each dropout group is retried at 0.01 and the seeds group takes the retry's
+    rate; a group that trains normally is not retried."""
+    trained = []
+    monkeypatch.setattr(studies, "run_group", _fake_trainer(
+        lambda rate, dropout: 2.0 + math.log(rate / 0.05) ** 2 + dropout, trained,
+        stalls_above=0.02))
+    results = studies.run(_bracket_study(), tmp_path, seeds=(0,), log=lambda _: None)
+    names = [name for name, _, _ in trained]
+    assert names == ["lr", "lr-lr0.03", "lr-lr0.09", "d0", "d0-lr0.01", "d0.5", "d0.5-lr0.01",
+                     "seeds"]
+    assert trained[-1] == ("seeds", (0.01,), 0.0)
+    retried = [result for result in results if result.get("retry_of")]
+    assert [result["retry_of"] for result in retried] == ["d0", "d0.5"]
+    assert "0.03 stalled in the long run" in report.table(_bracket_study(), results)
+    # Nothing stalls when the rate trains: no retry.
+    trained.clear()
+    monkeypatch.setattr(studies, "run_group", _fake_trainer(
+        lambda rate, dropout: 2.0 + math.log(rate / 0.05) ** 2 + dropout, trained))
+    studies.run(_bracket_study(), tmp_path / "stable", seeds=(0,), log=lambda _: None)
+    assert not any("-lr0.01" in name for name, _, _ in trained)
