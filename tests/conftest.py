@@ -118,3 +118,22 @@ def pytest_collection_modifyitems(config, items):
     if deselected:
         config.hook.pytest_deselected(items=deselected)
     items[:] = kept
+
+
+@pytest.fixture
+def tiny_run_config(tmp_path):
+    """``make(text, **overrides)``: the validated `Config` of a 4-step run of an 8-unit model on
+    ``text`` (written to ``tmp_path/corpus.txt``), its output in ``tmp_path/run``; one save per
+    evaluation (every 2 steps), no time-based saves."""
+    from jaxrnn import config as config_lib
+
+    def make(text, **overrides):
+        corpus = tmp_path / "corpus.txt"
+        corpus.write_text(text, encoding="utf-8")
+        values = dict(data=str(corpus), hidden_size=8, batch_size=2, seq_len=8, num_steps=4,
+                      steps_per_call=2, eval_every=2, log_every=2, eval_batch_size=2,
+                      sample_length=5, warmup_steps=0, dropout=0.0, checkpoint_every_seconds=0,
+                      output_dir=str(tmp_path / "run"))
+        values.update(overrides)
+        return config_lib.make_config(**values)
+    return make

@@ -13,7 +13,7 @@ import time
 import pytest
 from conftest import track
 
-from jaxrnn import checkpoint, config as config_lib, files, loop, validate
+from jaxrnn import checkpoint, files, loop, validate
 from jaxrnn.errors import ConfigError, FolderBusyError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,21 +92,11 @@ def test_the_lock_is_reentrant_in_a_process_and_released_on_errors(tmp_path):
     assert (tmp_path / "a_file").read_text() == "keep me"
 
 
-def _config(tmp_path, **overrides):
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text(TEXT, encoding="utf-8")
-    values = dict(data=str(corpus), hidden_size=8, batch_size=2, seq_len=8, num_steps=4,
-                  steps_per_call=2, eval_every=2, log_every=2, eval_batch_size=2,
-                  sample_length=5, warmup_steps=0, dropout=0.0, checkpoint_every_seconds=0,
-                  output_dir=str(tmp_path / "run"))
-    values.update(overrides)
-    return config_lib.make_config(**values)
-
-
-def test_training_checks_and_writes_its_folder_only_under_the_lock(tmp_path, monkeypatch):
+def test_training_checks_and_writes_its_folder_only_under_the_lock(tmp_path, monkeypatch,
+                                                                  tiny_run_config):
     """The occupied-folder check and every write (each metrics line, each checkpoint) happen
     while the folder is locked; the lock is released when `train` returns."""
-    config = _config(tmp_path)
+    config = tiny_run_config(TEXT)
     folder = tmp_path / "run"
     seen = []
 
@@ -127,10 +117,10 @@ def test_training_checks_and_writes_its_folder_only_under_the_lock(tmp_path, mon
     assert not files.locked_by_anyone(folder)
 
 
-def test_training_into_a_folder_another_process_writes_is_refused(tmp_path):
+def test_training_into_a_folder_another_process_writes_is_refused(tmp_path, tiny_run_config):
     """Refused before the folder is checked (so the message says what is going on, not 'already
     holds a run') and before anything in it changes."""
-    config = _config(tmp_path)
+    config = tiny_run_config(TEXT)
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "metrics.jsonl").write_text('{"kind": "train"}\n')        # the other run's

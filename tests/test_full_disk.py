@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from experiments import common
-from jaxrnn import checkpoint, config as config_lib, files, loop
+from jaxrnn import checkpoint, files, loop
 from jaxrnn.errors import ConfigError, JaxrnnError, StorageError
 
 TEXT = "".join(f"line {i}: the rest is silence.\n" for i in range(150))
@@ -194,17 +194,6 @@ def test_results_and_plots_are_written_whole_or_reported(tmp_path, monkeypatch):
         common.write_output(tmp_path, b"new", "--json")          # a folder: still a ConfigError
 
 
-def _config(tmp_path, **overrides):
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text(TEXT, encoding="utf-8")
-    values = dict(data=str(corpus), hidden_size=8, batch_size=2, seq_len=8, num_steps=4,
-                  steps_per_call=2, eval_every=2, log_every=2, eval_batch_size=2,
-                  sample_length=5, warmup_steps=0, dropout=0.0, checkpoint_every_seconds=0,
-                  output_dir=str(tmp_path / "run"))
-    values.update(overrides)
-    return config_lib.make_config(**values)
-
-
 def _fail_line(monkeypatch, number):
     """The ``number``-th line appended from now on half-lands, then the disk is full."""
     real_append, real_write, lines = files.append_line, os.write, []
@@ -228,12 +217,12 @@ def _fail_line(monkeypatch, number):
 
 @pytest.mark.parametrize("number,rerun", [(1, "--overwrite"), (4, "--resume")])
 def test_a_metrics_line_failing_stops_training_with_the_checkpoint_to_resume(
-        tmp_path, monkeypatch, number, rerun):
+        tmp_path, monkeypatch, number, rerun, tiny_run_config):
     """Line 1: the first train record (no checkpoint yet); line 4: the train record of step 4,
     after the checkpoint of step 2."""
     lines = _fail_line(monkeypatch, number)
     with pytest.raises(StorageError) as caught:
-        loop.train(_config(tmp_path), log=_quiet)
+        loop.train(tiny_run_config(TEXT), log=_quiet)
     metrics, folder = tmp_path / "run" / "metrics.jsonl", tmp_path / "run" / "checkpoint"
     message = _one_line(caught.value)
     assert message.startswith(f"writing {metrics} failed (No space left on device, ENOSPC): "
@@ -250,11 +239,11 @@ def test_a_metrics_line_failing_stops_training_with_the_checkpoint_to_resume(
     assert not files.locked_by_anyone(tmp_path / "run")
 
 
-def test_a_sweep_on_a_full_disk_is_run_again(tmp_path, monkeypatch):
+def test_a_sweep_on_a_full_disk_is_run_again(tmp_path, monkeypatch, tiny_run_config):
     """No checkpoints: the same command runs it again (line 2: the run's first val record)."""
     _fail_line(monkeypatch, 2)
     with pytest.raises(StorageError) as caught:
-        loop.sweep(_config(tmp_path, output_dir=str(tmp_path / "sweep")), [0], log=_quiet)
+        loop.sweep(tiny_run_config(TEXT, output_dir=str(tmp_path / "sweep")), [0], log=_quiet)
     assert caught.value.rerun == ""
     assert _one_line(caught.value).startswith(f"writing {tmp_path / 'sweep' / 'runs'}")
     assert not files.locked_by_anyone(tmp_path / "sweep")
