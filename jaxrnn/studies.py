@@ -597,10 +597,9 @@ def _run(study, output_dir, seeds, overrides, log, after_group, train):
         else:
             config = configs[group.name]
         group_results = [_train_or_load(study, group, config, seeds, done, where, log)]
-        if group.bracket and (train or _extensions_finished(group, group_results[0],
-                                                           output_dir)):
+        if group.bracket:
             group_results += bracket_learning_rate(study, group, group_results[0], output_dir,
-                                                   seeds, overrides, log)
+                                                   seeds, overrides, log, train)
         if group.retry_lower:
             group_results += retry_at_lower_rates(study, group, group_results[0], output_dir,
                                                   seeds, overrides, log, train)
@@ -609,20 +608,6 @@ def _run(study, output_dir, seeds, overrides, log, after_group, train):
         if after_group is not None:
             after_group(study, results)
     return results
-
-
-def _extensions_finished(group, result, output_dir):
-    """Whether every learning-rate extension the grid of ``group`` needs is trained."""
-    extensions = []
-    for _ in range(group.bracket):
-        rate = next_rate(mean_val_by_rate([result] + extensions))
-        path = output_dir / f"{group.name}-lr{rate:.3g}" / RESULT_FILE if rate else None
-        if rate is None:
-            return True
-        if not path.exists():
-            return False
-        extensions.append(json.loads(path.read_text()))
-    return True
 
 
 def _derived(group, done):
@@ -691,11 +676,12 @@ def next_rate(rate_losses, factor=LR_FACTOR):
     return None
 
 
-def bracket_learning_rate(study, group, result, output_dir, seeds, overrides, log):
+def bracket_learning_rate(study, group, result, output_dir, seeds, overrides, log, train=True):
     """Extend ``group``'s learning-rate grid while its best rate is on the grid's edge, up to
     ``group.bracket`` times: each extension is a one-rate group ``<name>-lr<rate>`` with the
     same seeds and settings (its own ``result.json``, so an interrupted study resumes it).
-    Returns the extensions' results."""
+    Returns the extensions' results; with ``train`` False, the extensions only if every one the
+    grid needs is finished (else none)."""
     if len(group.learning_rates) < 2:
         raise ConfigError(f"group {group.name} brackets its learning rate but its grid has "
                           f"{len(group.learning_rates)} rate; give it at least two")
@@ -707,6 +693,8 @@ def bracket_learning_rate(study, group, result, output_dir, seeds, overrides, lo
         extension = group._replace(name=f"{group.name}-lr{rate:.3g}", learning_rates=(rate,),
                                    bracket=0, derive=None, same_as=None)
         config = group_config(study, extension, output_dir, overrides)
+        if not train and not (pathlib.Path(config.output_dir) / RESULT_FILE).exists():
+            return []
         log(f"  {group.name}: best learning rate on the grid's edge, extending to {rate:.3g}")
         extensions.append({**_train_or_load(study, extension, config, seeds, {},
                                             f"  {extension.name}", log),
