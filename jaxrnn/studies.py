@@ -347,41 +347,42 @@ _TO_BEST = {
 _LR_GRID = (1e-3, 3e-3, 1e-2)
 
 
-def _cell_comparison(budget, vocab_size, *, reference_hidden, batch_size, dropouts, depth,
-                     question):
-    """Groups comparing the vanilla RNN (tanh), LSTM and GRU (and, with ``depth``, a two-layer
-    LSTM) at the parameter count of a one-layer LSTM of ``reference_hidden`` units.
+def _cell_comparison(budget, vocab_size, *, reference_hidden, batch_size, dropouts, models,
+                     question, lr_grid=_LR_GRID, base_extra=None):
+    """Groups comparing ``models`` -- ``(name, overrides)`` pairs, e.g. ``("rnn", {"arch":
+    "rnn"})``, ``("lstm-L2", {"arch": "lstm", "num_layers": 2})`` -- at the parameter count of a
+    one-layer LSTM of ``reference_hidden`` units (each model's hidden size sized to it).
 
-    1. ``lr-<model>``: one seed at the middle dropout of ``dropouts``, the rates of _LR_GRID for
-       ``lr_steps`` steps, the grid extended while its best is on an edge (`Group.bracket`).
+    1. ``lr-<model>``: one seed at the middle dropout of ``dropouts``, the rates of ``lr_grid``
+       for ``lr_steps`` steps, the grid extended while its best is on an edge (`Group.bracket`).
     2. With several ``dropouts``: ``<model>-dropout<p>``, seed 0 at each dropout, trained to its
        best at the bracketed rate (retried once at a third of it if it `stalled`); then
        ``<model>-seeds``, the other seeds at the dropout (and rate) that validated best. With
        one dropout: ``<model>-trained``, every seed at it.
-    Groups are ordered phase by phase for the three cells, then the two-layer LSTM's phases, so
-    that a partial study has every cell's earlier phases.
+    Groups are ordered phase by phase for the one-layer models, then the deeper models' phases,
+    so that a partial study has every one-layer model's earlier phases.
     """
     size = _TO_BEST["quick" if budget == "quick" else "to_best"]
     if budget == "quick":       # a first look in under 2 minutes: one dropout, one layer
-        dropouts, depth = dropouts[:1], False
+        dropouts = dropouts[:1]
+        models = [(name, spec) for name, spec in models if spec.get("num_layers", 1) == 1]
     reference_hidden = max(4, int(reference_hidden * size["scale"]))
     target = param_count("lstm", vocab_size, reference_hidden)
-    models = [("rnn", 1), ("lstm", 1), ("gru", 1)] + ([("lstm", 2)] if depth else [])
     lr_phase = dict(num_steps=size["lr_steps"], eval_every=size["lr_steps"] // 2,
                     warmup_steps=size["lr_steps"] // 12)
     trained = dict(num_steps=size["cap"], eval_every=size["eval_every"])
-    phases = {model: ([], [], []) for model in models}
-    for arch, layers in models:
+    phases = {name: ([], [], []) for name, _ in models}
+    for model_name, spec in models:
+        arch, layers = spec["arch"], spec.get("num_layers", 1)
         hidden = (reference_hidden if (arch, layers) == ("lstm", 1)
                   else hidden_for_params(arch, vocab_size, target, layers))
-        model_name = arch if layers == 1 else f"{arch}-L{layers}"
         labels = {"model": model_name, "hidden_size": hidden}
-        overrides = {"arch": arch, "num_layers": layers, "hidden_size": hidden}
+        overrides = {"num_layers": layers, **spec, "hidden_size": hidden}
         rate_source = f"lr-{model_name}"
         lr_dropout = dropouts[len(dropouts) // 2]
-        phase = phases[(arch, layers)]
+        phase = phases[model_name]
         phase[0].append(Group(rate_source, {"part": "lr", **labels, "dropout": lr_dropout},
-                               {**overrides, **lr_phase, "dropout": lr_dropout}, _LR_GRID,
+                               {**overrides, **lr_phase, "dropout": lr_dropout}, lr_grid,
                                seeds=(0,), bracket=size["bracket"]))
         if len(dropouts) == 1:
             phase[1].append(Group(f"{model_name}-trained",
@@ -403,9 +404,10 @@ def _cell_comparison(budget, vocab_size, *, reference_hidden, batch_size, dropou
                                derive=best_setting_of(tuple(sources), "dropout", rate_source)))
     base = {**_COMMON, "batch_size": size.get("batch_size", batch_size),
             "log_every": size["eval_every"] // 2,
-            "warmup_steps": 50 if budget != "quick" else 4}
-    # The three cells phase by phase, then the two-layer LSTM's phases.
-    order = [[phases[model] for model in models[:3]], [phases[model] for model in models[3:]]]
+            "warmup_steps": 50 if budget != "quick" else 4, **(base_extra or {})}
+    # The one-layer models phase by phase, then the deeper models' phases.
+    order = [[phases[name] for name, spec in models if spec.get("num_layers", 1) == 1],
+             [phases[name] for name, spec in models if spec.get("num_layers", 1) > 1]]
     groups = tuple(group for part in order for index in range(3) for model in part
                    for group in model[index])
     return Study(question, base, groups,
@@ -413,9 +415,13 @@ def _cell_comparison(budget, vocab_size, *, reference_hidden, batch_size, dropou
                  plots=("curves",), samples=True, compare_within=("part",))
 
 
+# The three cells of the assignment's central comparison (one layer each).
+_CELLS = (("rnn", {"arch": "rnn"}), ("lstm", {"arch": "lstm"}), ("gru", {"arch": "gru"}))
+
+
 def _cells_108k(budget, vocab_size):
     return _cell_comparison(
-        budget, vocab_size, reference_hidden=128, batch_size=32, dropouts=(0.0,), depth=False,
+        budget, vocab_size, reference_hidden=128, batch_size=32, dropouts=(0.0,), models=_CELLS,
         question="Vanilla RNN, LSTM or GRU at ~108 k parameters, each at its bracketed learning "
                  "rate and trained to its best validation loss?")
 
@@ -423,18 +429,83 @@ def _cells_108k(budget, vocab_size):
 def _cells_720k(budget, vocab_size):
     return _cell_comparison(
         budget, vocab_size, reference_hidden=384, batch_size=64, dropouts=(0.0, 0.25, 0.5),
-        depth=True,
+        models=_CELLS + (("lstm-L2", {"arch": "lstm", "num_layers": 2}),),
         question="Vanilla RNN, LSTM, GRU and a two-layer LSTM at the main job's ~0.72 M "
                  "parameters, each at its bracketed learning rate and validated dropout, "
                  "trained to its best validation loss?")
 
 
+def _irnn(budget, vocab_size):
+    # Le, Jaitly & Hinton 2015's recipe: ReLU units, identity recurrent matrix, plain SGD (no
+    # momentum, constant rate), beside the tanh RNN with its orthogonal initialisation under the
+    # same optimiser, each at its own bracketed rate (clip 5 as in every study).
+    models = (("irnn", {"arch": "rnn", "activation": "relu", "recurrent_init": "identity"}),
+              ("rnn-tanh", {"arch": "rnn", "activation": "tanh",
+                            "recurrent_init": "orthogonal"}))
+    return _cell_comparison(
+        budget, vocab_size, reference_hidden=128, batch_size=32, dropouts=(0.0,), models=models,
+        lr_grid=(0.03, 0.1, 0.3),
+        base_extra={"optimizer": "sgd", "momentum": 0.0, "schedule": "constant",
+                    "warmup_steps": 0},
+        question="Does an IRNN (ReLU, identity recurrent matrix) trained with plain SGD learn "
+                 "where a tanh RNN under the same optimiser stalls (Le et al. 2015's recipe, "
+                 "~108 k parameters, each at its bracketed rate, trained to its best)?")
+
+
+def _schedules_depth(budget, vocab_size):
+    """The LSTM of ~108 k parameters (H=128) at its own bracketed learning rate (``lr-lstm``),
+    trained to its best: six schedules (constant / cosine / exponential, warm-up 0 or 100
+    steps) and 1-3 layers x dropout 0 / 0.25 / 0.5 (cosine, warm-up 100; every depth at the
+    one-layer model's rate), each with the study's seeds."""
+    size = _TO_BEST["quick" if budget == "quick" else "to_best"]
+    hidden = max(4, int(128 * size["scale"]))
+    warmups = (0, 100) if budget != "quick" else (0, 8)
+    lr_phase = dict(num_steps=size["lr_steps"], eval_every=size["lr_steps"] // 2,
+                    warmup_steps=size["lr_steps"] // 12)
+    trained = dict(num_steps=size["cap"], eval_every=size["eval_every"])
+    common = {"arch": "lstm", "hidden_size": hidden}
+    groups = [Group("lr-lstm", {"part": "lr", "schedule": "cosine",
+                                "warmup_steps": lr_phase["warmup_steps"], "num_layers": 1,
+                                "dropout": 0.0},
+                    {**common, **lr_phase, "dropout": 0.0}, _LR_GRID, seeds=(0,),
+                    bracket=size["bracket"])]
+    for schedule in ("constant", "cosine", "exponential"):
+        for warmup in warmups:
+            groups.append(Group(f"{schedule}-warmup{warmup}",
+                                {"part": "schedule", "schedule": schedule,
+                                 "warmup_steps": warmup, "num_layers": 1, "dropout": 0.0},
+                                {**common, **trained, "schedule": schedule,
+                                 "warmup_steps": warmup, "dropout": 0.0}, (),
+                                patience=size["patience"], retry_lower=1,
+                                derive=best_rate_of("lr-lstm")))
+    for layers in ((1, 2) if budget == "quick" else (1, 2, 3)):
+        for dropout in ((0.0, 0.5) if budget == "quick" else (0.0, 0.25, 0.5)):
+            same = f"cosine-warmup{warmups[1]}" if (layers, dropout) == (1, 0.0) else None
+            groups.append(Group(f"depth-L{layers}-dropout{dropout:g}",
+                                {"part": "depth", "schedule": "cosine",
+                                 "warmup_steps": warmups[1], "num_layers": layers,
+                                 "dropout": dropout},
+                                {**common, **trained, "schedule": "cosine",
+                                 "warmup_steps": warmups[1], "num_layers": layers,
+                                 "dropout": dropout}, (), patience=size["patience"],
+                                same_as=same, derive=best_rate_of("lr-lstm")))
+    base = {**_COMMON, "batch_size": size.get("batch_size", 32),
+            "log_every": size["eval_every"] // 2}
+    return Study("At the LSTM's bracketed learning rate and trained to its best validation loss: "
+                 "does the learning-rate schedule matter, and do depth and dropout (~108 k "
+                 "parameters per layer of H=128)?", base, tuple(groups),
+                 ("part", "schedule", "warmup_steps", "num_layers", "dropout", "learning_rate"),
+                 best_lr=True, plots=("curves",), compare_within=("part",))
+
+
 STUDIES = {"architectures": _architectures, "activations": _activations, "seq_len": _seq_len,
            "hyperparams": _hyperparams, "clipping": _clipping, "schedules": _schedules,
-           "capacity": _capacity, "cells_108k": _cells_108k, "cells_720k": _cells_720k}
+           "capacity": _capacity, "cells_108k": _cells_108k, "cells_720k": _cells_720k,
+           "irnn": _irnn, "schedules_depth": _schedules_depth}
 # The budgets each study has (the trained-to-best comparisons have no fixed-step ``full``).
 STUDY_BUDGETS = {name: ("quick", "full") for name in STUDIES}
-STUDY_BUDGETS.update(cells_108k=("quick", "to_best"), cells_720k=("quick", "to_best"))
+STUDY_BUDGETS.update({name: ("quick", "to_best")
+                      for name in ("cells_108k", "cells_720k", "irnn", "schedules_depth")})
 
 
 def make_study(name, budget, vocab_size):
