@@ -454,8 +454,8 @@ def _irnn(budget, vocab_size):
 
 def _schedules_depth(budget, vocab_size):
     """The LSTM of ~108 k parameters (H=128) at its own bracketed learning rate (``lr-lstm``),
-    trained to its best: six schedules (constant / cosine / exponential, warm-up 0 or 100
-    steps) and 1-3 layers x dropout 0 / 0.25 / 0.5 (cosine, warm-up 100; every depth at the
+    trained to its best: the constant, cosine and exponential schedules after a warm-up of 100
+    steps and the cosine one without warm-up, and 1-3 layers x dropout 0 / 0.25 / 0.5 (cosine, warm-up 100; every depth at the
     one-layer model's rate), each with the study's seeds."""
     size = _TO_BEST["quick" if budget == "quick" else "to_best"]
     hidden = max(4, int(128 * size["scale"]))
@@ -469,15 +469,16 @@ def _schedules_depth(budget, vocab_size):
                                 "dropout": 0.0},
                     {**common, **lr_phase, "dropout": 0.0}, _LR_GRID, seeds=(0,),
                     bracket=size["bracket"])]
-    for schedule in ("constant", "cosine", "exponential"):
-        for warmup in warmups:
-            groups.append(Group(f"{schedule}-warmup{warmup}",
-                                {"part": "schedule", "schedule": schedule,
-                                 "warmup_steps": warmup, "num_layers": 1, "dropout": 0.0},
-                                {**common, **trained, "schedule": schedule,
-                                 "warmup_steps": warmup, "dropout": 0.0}, (),
-                                patience=size["patience"], retry_lower=1,
-                                derive=best_rate_of("lr-lstm")))
+    # Each schedule after the warm-up of 100 steps, and the cosine one without warm-up too.
+    for schedule, warmup in (("constant", warmups[1]), ("cosine", warmups[1]),
+                             ("exponential", warmups[1]), ("cosine", warmups[0])):
+        groups.append(Group(f"{schedule}-warmup{warmup}",
+                            {"part": "schedule", "schedule": schedule,
+                             "warmup_steps": warmup, "num_layers": 1, "dropout": 0.0},
+                            {**common, **trained, "schedule": schedule,
+                             "warmup_steps": warmup, "dropout": 0.0}, (),
+                            patience=size["patience"], retry_lower=1,
+                            derive=best_rate_of("lr-lstm")))
     for layers in ((1, 2) if budget == "quick" else (1, 2, 3)):
         for dropout in ((0.0, 0.5) if budget == "quick" else (0.0, 0.25, 0.5)):
             same = f"cosine-warmup{warmups[1]}" if (layers, dropout) == (1, 0.0) else None
