@@ -17,12 +17,13 @@ from experiments import common
 
 flags.DEFINE_enum("study", None, ["architectures", "activations", "seq_len", "hyperparams",
                                   "clipping", "schedules", "capacity", "cells_108k",
-                                  "cells_720k", "irnn", "schedules_depth"],
+                                  "cells_720k", "irnn", "schedules_depth", "regularisation"],
                   "which study to run")
 flags.DEFINE_enum("budget", "quick", ["quick", "full", "to_best"],
                   "quick: tiny models, under 2 minutes; full: the report's sizes at a fixed "
                   "number of steps (capacity: a wall-time budget per model); to_best (cells_108k, "
-                  "cells_720k, irnn, schedules_depth): bracketed learning rates, every run trained to its best "
+                  "cells_720k, irnn, schedules_depth, "
+                  "regularisation): bracketed learning rates, every run trained to its best "
                   "validation loss")
 flags.DEFINE_string("output_dir", None, "folder for the study's results (default "
                     "runs/studies/<study>-<budget>)")

@@ -499,14 +499,93 @@ def _schedules_depth(budget, vocab_size):
                  best_lr=True, plots=("curves",), compare_within=("part",))
 
 
+# The regularisation study: the main job's LSTM (H=384, B=64) at its bracketed rate, each method
+# trained to its best with the study's seeds; a longer cap than the cell comparisons (19 epochs)
+# so that the unregularised runs reach their over-fitting point. (rows, Config fields)
+_REGULARISERS = (
+    ("dropout0.25", {"dropout": 0.25}),                      # today's (Zaremba et al. 2014)
+    ("none", {"dropout": 0.0}),
+    ("dropout0.25-recurrent0.25", {"dropout": 0.25, "recurrent_dropout": 0.25}),
+    ("dropout0.25-weight_drop0.25", {"dropout": 0.25, "weight_drop": 0.25}),
+    ("dropout0.25-zoneout", {"dropout": 0.25, "zoneout_cell": 0.25, "zoneout_hidden": 0.05}),
+    ("variational0.25", {"dropout": 0.0, "variational_dropout": 0.25}),
+    ("dropout0.25-embedding0.1", {"dropout": 0.25, "embedding_dropout": 0.1}),
+    ("dropout0.25-adamw0.01", {"dropout": 0.25, "optimizer": "adamw", "weight_decay": 0.01}),
+    ("dropout0.25-adamw0.1", {"dropout": 0.25, "optimizer": "adamw", "weight_decay": 0.1}),
+)
+_REGULARISER_FIELDS = ("dropout", "variational_dropout", "recurrent_dropout", "weight_drop",
+                       "embedding_dropout", "zoneout_hidden", "zoneout_cell", "weight_decay")
+
+
+def combined_regularisers(baseline, candidates, rate_source):
+    """A `Group.derive`: the settings of every group of ``candidates`` whose mean validation loss
+    beat ``baseline``'s, merged into one (the largest rate of each field; AdamW when a weight
+    decay won), at the rate of ``rate_source``; the best single one when none beat it. When one
+    group is chosen the combination reports its runs (``same_as``)."""
+    def derive(done):
+        def loss(name):
+            return min(mean_val_by_rate(done[name]).values())
+        winners = [name for name in candidates if loss(name) < loss(baseline)]
+        chosen = winners or [min(candidates, key=loss)]
+        overrides = {}
+        for name in chosen:
+            saved = done[name][0]["config"]
+            for field in _REGULARISER_FIELDS:
+                if saved["optimizer"] != "adamw" and field == "weight_decay":
+                    continue
+                overrides[field] = max(overrides.get(field, 0.0), saved[field])
+            if saved["optimizer"] == "adamw":
+                overrides["optimizer"] = "adamw"
+        note = best_rate_of(rate_source)(done)["note"] + "; " + (
+            f"combines {', '.join(winners)} (each beat {baseline} in validation)" if winners
+            else f"no method beat {baseline} in validation: the best one, {chosen[0]}")
+        return {"learning_rates": best_rate_of(rate_source)(done)["learning_rates"],
+                "overrides": overrides, "note": note,
+                "labels": {"method": "combination: " + " + ".join(chosen)},
+                # one method chosen: the combination is that group's program, not trained again
+                "same_as": chosen[0] if len(chosen) == 1 else None}
+    return derive
+
+
+def _regularisation(budget, vocab_size):
+    size = _TO_BEST["quick" if budget == "quick" else "to_best"]
+    hidden = max(4, int(384 * size["scale"]))
+    cap = size["cap"] * 5 // 4            # to_best: 6,000 steps of 64 x 50, 19 epochs
+    lr_phase = dict(num_steps=size["lr_steps"], eval_every=size["lr_steps"] // 2,
+                    warmup_steps=size["lr_steps"] // 12)
+    trained = dict(num_steps=cap, eval_every=size["eval_every"])
+    common = {"arch": "lstm", "hidden_size": hidden}
+    rows = _REGULARISERS[:3] if budget == "quick" else _REGULARISERS
+    groups = [Group("lr-lstm", {"part": "lr", "method": "dropout0.25"},
+                    {**common, **lr_phase, "dropout": 0.25}, _LR_GRID, seeds=(0,),
+                    bracket=size["bracket"])]
+    for name, fields in rows:
+        groups.append(Group(name, {"part": "trained", "method": name},
+                            {**common, **trained, **fields}, (), patience=size["patience"],
+                            derive=best_rate_of("lr-lstm")))
+    groups.append(Group("combination", {"part": "trained"}, {**common, **trained}, (),
+                        patience=size["patience"],
+                        derive=combined_regularisers(
+                            rows[0][0], tuple(name for name, _ in rows[1:] if name != "none"),
+                            "lr-lstm")))
+    base = {**_COMMON, "batch_size": size.get("batch_size", 64),
+            "log_every": size["eval_every"] // 2}
+    return Study("Which regulariser closes the LSTM's over-fitting gap at the main job's scale "
+                 "(H=384), trained to its best validation loss at the bracketed rate?", base,
+                 tuple(groups), ("part", "method", "learning_rate"), best_lr=True,
+                 plots=("curves",), compare_within=("part",))
+
+
 STUDIES = {"architectures": _architectures, "activations": _activations, "seq_len": _seq_len,
            "hyperparams": _hyperparams, "clipping": _clipping, "schedules": _schedules,
            "capacity": _capacity, "cells_108k": _cells_108k, "cells_720k": _cells_720k,
-           "irnn": _irnn, "schedules_depth": _schedules_depth}
+           "irnn": _irnn, "schedules_depth": _schedules_depth,
+           "regularisation": _regularisation}
 # The budgets each study has (the trained-to-best comparisons have no fixed-step ``full``).
 STUDY_BUDGETS = {name: ("quick", "full") for name in STUDIES}
 STUDY_BUDGETS.update({name: ("quick", "to_best")
-                      for name in ("cells_108k", "cells_720k", "irnn", "schedules_depth")})
+                      for name in ("cells_108k", "cells_720k", "irnn", "schedules_depth",
+                                   "regularisation")})
 
 
 def make_study(name, budget, vocab_size):

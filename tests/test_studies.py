@@ -315,3 +315,31 @@ def test_a_trained_group_that_stalls_at_its_bracketed_rate_is_retried_lower(tmp_
         lambda rate, dropout: 2.0 + math.log(rate / 0.05) ** 2 + dropout, trained))
     studies.run(_bracket_study(), tmp_path / "stable", seeds=(0,), log=lambda _: None)
     assert not any("-lr0.01" in name for name, _, _ in trained)
+
+
+def _fake_result(loss, rate=0.03, **fields):
+    config = {name: 0.0 for name in studies._REGULARISER_FIELDS}
+    config.update({"optimizer": "adam", **fields})
+    return {"config": config, "runs": [{"learning_rate": rate, "diverged": False,
+                                        "val": {"loss": loss + offset}}
+                                       for offset in (-0.01, 0.0, 0.01)]}
+
+
+def test_combined_regularisers_merges_the_methods_that_beat_the_baseline():
+    done = {"lr": [_fake_result(2.0, rate=0.01), _fake_result(1.9, rate=0.03),
+                   _fake_result(2.1, rate=0.09)],
+            "base": [_fake_result(1.60, dropout=0.25)],
+            "recurrent": [_fake_result(1.55, dropout=0.25, recurrent_dropout=0.25)],
+            "weight_drop": [_fake_result(1.58, dropout=0.25, weight_drop=0.25)],
+            "adamw": [_fake_result(1.70, dropout=0.25, optimizer="adamw", weight_decay=0.1)]}
+    derive = studies.combined_regularisers("base", ("recurrent", "weight_drop", "adamw"), "lr")
+    fields = derive(done)
+    assert fields["learning_rates"] == (0.03,) and fields["same_as"] is None
+    assert fields["overrides"]["recurrent_dropout"] == 0.25
+    assert fields["overrides"]["weight_drop"] == 0.25 and fields["overrides"]["dropout"] == 0.25
+    assert "optimizer" not in fields["overrides"] and "weight_decay" not in fields["overrides"]
+    assert "recurrent, weight_drop" in fields["note"]
+    # nothing beats the baseline: the best single method, reported from its own runs
+    done["base"] = [_fake_result(1.50, dropout=0.25)]
+    fields = derive(done)
+    assert fields["same_as"] == "recurrent" and "no method beat base" in fields["note"]
