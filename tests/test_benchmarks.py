@@ -86,3 +86,26 @@ def test_peers_times_each_peer_and_skips_the_missing_ones(tmp_path):
         assert "note: peer torch skipped: no module torch" in result.stdout
     cfg = common.ModelConfig(batch_size=4, seq_len=5, hidden_size=8)
     assert record["config"]["flops_per_step"]["rnn"] == common.cfg_flops("rnn", cfg)["train"]
+
+
+def test_config_trace_counts_stops_and_returns_to_modules_already_left():
+    from benchmarks import config_trace
+    order = [("a", "f"), ("a", "g"), ("b", "h"), ("a", "i"), ("c", "j"), ("b", "k"), ("b", "l")]
+    merged = config_trace.stops(order)
+    assert merged == [("a", ["f", "g"]), ("b", ["h"]), ("a", ["i"]), ("c", ["j"]),
+                      ("b", ["k", "l"])]
+    assert config_trace.returns(merged) == 2          # back to a, back to b
+
+
+def test_config_trace_follows_a_real_training_run(tmp_path, small_text):
+    from benchmarks import config_trace
+    from jaxrnn import config as config_lib
+    path = tmp_path / "corpus.txt"
+    path.write_text(small_text)
+    config = config_lib.make_config(
+        data=str(path), hidden_size=8, batch_size=2, seq_len=8, num_steps=2, steps_per_call=2,
+        eval_every=2, log_every=2, warmup_steps=1, eval_batch_size=1, sample_length=5,
+        output_dir=str(tmp_path / "run"))
+    order = config_trace.trace_train(config)
+    assert order[0] == ("jaxrnn.loop", "train")
+    assert ("jaxrnn.model", "init_params") in order and len(set(order)) == len(order)
