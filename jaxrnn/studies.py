@@ -647,7 +647,8 @@ def _write_json(path, value):
 
 
 def run_group(study, group, config, seeds, *, log=print):
-    """Train one group (all its runs as one vmapped program), save the best run's checkpoint and
+    """Train one group (all its runs as one vmapped program), save the best run's checkpoint
+    (``best/checkpoint``; with ``study.samples`` every run's too, ``best/<run>/checkpoint``) and
     a sample of it, and commit ``result.json``; returns the result."""
     results, train_states = loop.sweep(config, seeds, group.learning_rates, group.clip_norms,
                                        patience=group.patience, log=log)
@@ -655,17 +656,18 @@ def run_group(study, group, config, seeds, *, log=print):
     finite = [index for index, run in enumerate(results) if run["val"]["loss"] is not None]
     best = min(finite, key=lambda index: results[index]["val"]["loss"]) if finite else None
     text = None
+    # The best run's state (the one it is tested from) in best/checkpoint; a study whose text is
+    # judged keeps every run's too, in best/<run>/checkpoint (text metrics over each seed).
+    folder = pathlib.Path(config.output_dir) / "best"
+    saves = [] if best is None else [(best, folder)]
+    if study.samples:
+        saves += [(index, folder / results[index]["run"]) for index in finite]
+    for index, where in saves:
+        _save_run_state(config, vocab, results[index],
+                        jax.tree.map(lambda leaf, index=index: leaf[index], train_states),
+                        where / loop.CHECKPOINT_SUBDIR)
     if best is not None:
         state = jax.tree.map(lambda leaf: leaf[best], train_states)
-        run = results[best]
-        best_config = dataclasses.replace(config, learning_rate=run["learning_rate"],
-                                          clip_norm=run["clip_norm"] or config.clip_norm,
-                                          seed=run["seed"])
-        checkpoint.save_checkpoint(
-            pathlib.Path(config.output_dir) / "best" / loop.CHECKPOINT_SUBDIR,
-            state_pytree=jax.device_get(state),
-            metadata=runstate.checkpoint_metadata(best_config, vocab, state, run["val"]["loss"],
-                                              extra={"run": run["run"]}))
         if study.samples:
             text = sample.sample_text(state.params, arch=config.cell, vocab=vocab,
                                       key=train_lib.stream_key(state.key,
@@ -683,6 +685,18 @@ def run_group(study, group, config, seeds, *, log=print):
                                                         config.hidden_size, config.num_layers)}
     _write_json(pathlib.Path(config.output_dir) / RESULT_FILE, result)
     return result
+
+
+def _save_run_state(config, vocab, run, state, directory):
+    """Checkpoint one run of a group (its state at the step it is tested from) in
+    ``directory``, with the run's own learning rate, clip threshold and seed in its config."""
+    run_config = dataclasses.replace(config, learning_rate=run["learning_rate"],
+                                     clip_norm=run["clip_norm"] or config.clip_norm,
+                                     seed=run["seed"])
+    checkpoint.save_checkpoint(
+        directory, state_pytree=jax.device_get(state),
+        metadata=runstate.checkpoint_metadata(run_config, vocab, state, run["val"]["loss"],
+                                              extra={"run": run["run"]}))
 
 
 def gradient_reach(config, params, vocab):

@@ -7,7 +7,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from jaxrnn import report, studies
+from jaxrnn import checkpoint, report, studies
 from jaxrnn.errors import ConfigError
 
 
@@ -81,6 +81,13 @@ def test_tiny_study_writes_finite_results_and_resumes_without_redoing(tmp_path, 
     table = (out / "table.md").read_text()
     assert "learning rate (best)" in table and table.count("\n| rnn |") == 2   # 2 clip rows
     assert (out / "rnn" / "best" / "checkpoint" / "checkpoint.json").exists()
+    # a study with samples keeps every run's tested state, with the run's own settings
+    for run in payload["runs"]:
+        if run["group"] == "rnn":
+            saved = checkpoint.read_metadata(out / "rnn" / "best" / run["run"] / "checkpoint")
+            assert saved["run"] == run["run"] and saved["config"]["seed"] == run["seed"]
+            assert saved["config"]["learning_rate"] == run["learning_rate"]
+            assert saved["best_val_loss"] == run["val"]["loss"]
     assert not (out / "gru-again" / "runs").exists()                  # reported, not retrained
 
     # An interruption after the first group: its result stays, the others are gone.
