@@ -5,7 +5,7 @@ For freshly initialised models (--models) and trained ones (--checkpoints), take
 characters of a split of the corpus and prints, per model and layer, the norm of the gradient of
 the last character's loss with respect to each earlier step's input projection, relative to the
 last step's (median over the B streams), its fitted factor per step and the distance at which it
-falls below 1/1000 (measured by `jaxrnn.gradient_flow`, shown by `experiments.reporting`).
+falls below 1/1000 (measured by `jaxrnn.gradient_flow`, shown by `jaxrnn.report.gradient_flow`).
 """
 import datetime
 import sys
@@ -39,6 +39,7 @@ FLAGS = flags.FLAGS
 def main(argv):
     from jaxrnn import data, gradient_flow
     from jaxrnn.errors import ConfigError
+    from jaxrnn.report import gradient_flow as flow_report
     from experiments import reporting
     distances = reporting.parse_distances(FLAGS.distances, FLAGS.seq_len)
     specs = [reporting.parse_model_spec(spec) for spec in FLAGS.models if spec]
@@ -64,16 +65,16 @@ def main(argv):
     results = [(model, gradient_flow.gradient_flow(model.params, inputs, targets, arch=model.cell,
                                                    backward=FLAGS.backward))
                for model in models]
-    print(f"|dL_T/da_t| relative to d = 0 (median over {FLAGS.batch_size} windows of "
-          f"{FLAGS.seq_len} characters of the {FLAGS.text_split} split, {FLAGS.backward} "
-          "backward):")
-    print("\n".join(reporting.format_table(results, distances)))
+    window = dict(batch_size=FLAGS.batch_size, seq_len=FLAGS.seq_len,
+                  text_split=FLAGS.text_split)
+    print(flow_report.heading(**window, backward=FLAGS.backward))
+    print("\n".join(flow_report.format_table(results, distances)))
     if FLAGS.plot:
-        reporting.save_plot(FLAGS.plot, results, title=f"{FLAGS.batch_size} x "
-                            f"{FLAGS.seq_len} characters, {FLAGS.text_split} split")
+        reporting.write_plot(FLAGS.plot, lambda image_format: flow_report.render_plot(
+            results, image_format, **window))
         print(f"plot: {FLAGS.plot}")
     if FLAGS.json:
-        reporting.write_json(FLAGS.json, reporting.report_record(
+        reporting.write_json(FLAGS.json, flow_report.report_record(
             results, command=" ".join(["python -m experiments.gradient_flow"] + sys.argv[1:]),
             date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             data=FLAGS.data, text_split=FLAGS.text_split,

@@ -18,7 +18,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    from jaxrnn import report
+    from jaxrnn.report import study as study_report
     if not FLAGS.run_dirs:
         raise ConfigError("--run_dirs is empty; give run folders, e.g. --run_dirs=runs/default")
     for run in FLAGS.run_dirs:
@@ -30,7 +30,7 @@ def main(argv):
         raise ConfigError(f"--plot must end in .png, .svg or .pdf, got {FLAGS.plot!r}")
     if not out.parent.is_dir():
         raise ConfigError(f"--plot: folder {out.parent} does not exist; create it first")
-    report.plot_runs(FLAGS.run_dirs, out)
+    study_report.plot_runs(FLAGS.run_dirs, out)
     print(f"wrote {out}")
 
 

@@ -63,14 +63,15 @@ def main(argv):
 
 def _run(output_dir, seeds, overrides):
     """Train the study's unfinished groups, then write its report and ``command.txt``."""
-    from jaxrnn import files, report, studies
+    from jaxrnn import files, studies
+    from jaxrnn.report import study as study_report
     from jaxrnn.interrupt import Interrupted
     command = "python -m experiments.study " + " ".join(
         shlex.quote(arg) for arg in sys.argv[1:] if arg not in ("--report_only",
                                                                   "--noreport_only"))
 
     def redraw(study, results):
-        report.write_report(study, results, output_dir, command)
+        study_report.write_report(study, results, output_dir, command)
 
     try:
         study, results = studies.run_study(FLAGS.study, FLAGS.budget, output_dir, seeds=seeds,
@@ -80,7 +81,7 @@ def _run(output_dir, seeds, overrides):
         raise Interrupted(stop.signum, f"{stop}; the study keeps every group it finished: run "
                           f"the same command again to resume with the others",
                           resumable=False) from None
-    print(report.write_report(study, results, output_dir, command))
+    print(study_report.write_report(study, results, output_dir, command))
     if FLAGS.report_only:
         return
     files.write_atomically(f"{output_dir}/command.txt", (command + "\n").encode("utf-8"))

@@ -5,7 +5,7 @@ A study is a list of `Group` s. A group is one compiled program: a `Config` fixi
 ``jax.vmap`` -- every (learning rate, clip threshold, seed) of its grid (`jaxrnn.loop.sweep`).
 Axes that change shapes loop over groups. Each study also names how its runs are summarised:
 which columns identify a configuration (``table_keys``), whether each configuration is reported
-at its best learning rate, and which plots to draw (`jaxrnn.report`).
+at its best learning rate, and which plots to draw (`jaxrnn.report.study`).
 
 `run_study` trains every group whose ``result.json`` is missing (that file, written atomically
 last, is a group's commit mark), so an interrupted study resumes with the groups it has not
@@ -94,13 +94,14 @@ class Study(NamedTuple):
         the table; the seeds of a row are aggregated as mean and standard deviation.
     best_lr: report each configuration (``table_keys`` minus ``learning_rate``) at the learning
         rate with the lowest mean validation loss, and say so in the table.
-    plots: names of `jaxrnn.report` plots to draw.
+    plots: names of `jaxrnn.report.study` plots to draw (its ``PLOTS``).
     samples: keep a sample of each group's best run.
     panels: table keys whose values get a panel each in the gradient-norm plot.
     compare_within: labels whose rows are tested against their own best row (the table's "vs
-        best" column, `jaxrnn.report.table`); () compares every row with the table's best.
+        best" column, `jaxrnn.report.study_tables.table`); () compares every row with the
+        table's best.
     explore: ``(part, factors)`` pairs: the runs labelled ``part`` get a hyper-parameters-explored
-        table (`jaxrnn.report.explored`) over ``factors``, per arch.
+        table (`jaxrnn.report.study_tables.explored`) over ``factors``, per arch.
     gradient_reach: measure how far back the gradient of each group's best run reaches
         (`jaxrnn.gradient_flow` on REACH_WINDOW characters of the validation split).
     """

@@ -1,9 +1,10 @@
 """Generated text beyond perplexity: real words, diversity, copying, loops and play structure.
 
-Pure NumPy/Python scoring of a batch of texts against the training text; no model here. The
-launcher ``python -m experiments.text_quality`` samples a checkpoint at several temperatures and
-top-p values and scores each batch with `text_metrics`; `reference_windows` gives real held-out
-text of the same shape, whose scores are the row to compare with.
+Pure NumPy/Python scoring of a batch of texts against the training text (`text_metrics`);
+`reference_windows` gives real held-out text of the same shape, whose scores are the row to
+compare with. The sampling study built on them, `evaluate_checkpoint`, samples a checkpoint at
+every setting of a grid of temperatures, top-p and top-k values (`evaluate_grid`) and scores each
+batch; ``python -m experiments.text_quality`` runs it, and `jaxrnn.report.text_quality` shows it.
 
 Tokens. A *word* is a maximal run of letters and apostrophes holding at least one letter
 (``WORD_PATTERN``), lower-cased, so "Romeo's", "ROMEO'S" and "romeo's" are one word. A *line* is
@@ -38,14 +39,19 @@ all positions of the batch. Both copy metrics follow: an 8-gram starting at i is
 `get_index` caches the index per corpus (keyed by the SHA-256 of the text).
 """
 import collections
+import datetime
 import hashlib
 import re
 import statistics
+import time
 from typing import NamedTuple, Optional, Sequence
 
+import jax
 import numpy as np
 
-from jaxrnn.errors import ConfigError
+from jaxrnn import data as data_lib
+from jaxrnn import loop, runstate, sample, train
+from jaxrnn.errors import CheckpointError, ConfigError
 
 COPY_NGRAM = 8         # copied_8gram_fraction: character n-gram length
 REPEAT_NGRAM = 4       # repeated_4gram_fraction: word n-gram length
@@ -290,3 +296,104 @@ def reference_windows(text: str, count: int, length: int, seed: int = 0) -> list
     rng = np.random.default_rng(seed)
     chosen = rng.choice(starts, size=count, replace=len(starts) < count)
     return [text[start:start + length] for start in np.sort(chosen)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The sampling study: a checkpoint sampled at every setting of a grid, and scored
+# ---------------------------------------------------------------------------------------------
+class GridResult(NamedTuple):
+    """What `evaluate_checkpoint` measured.
+
+    record: the JSON-ready record (`evaluate_checkpoint`).
+    train_characters: length of the train split the samples were scored against.
+    test_characters: length of the test split the model's bits/char were measured on.
+    """
+
+    record: dict
+    train_characters: int
+    test_characters: int
+
+
+def evaluate_grid(params, cell, vocab, settings, *, index, num_samples, length, prime="",
+                  seed=0):
+    """Sample every setting of a grid and score each batch.
+
+    Args:
+      params, cell, vocab: the model (`jaxrnn.sample.sample_text`'s ``params``, ``arch`` and
+        ``vocab``).
+      settings: dicts of ``temperature``, ``top_p`` and ``top_k``, one per setting.
+      index: the training text's `TextIndex` (`get_index`).
+      num_samples, length, prime: ``num_samples`` texts of ``length`` characters after ``prime``
+        per setting, one batched jitted call; the prime is not scored.
+      seed: the key of every setting's samples (the same for all).
+
+    Returns:
+      one dict per setting, in order: the setting's keys, ``metrics`` (`text_metrics`),
+      ``sample_seconds``, ``score_seconds`` and ``example`` (the first text).
+    """
+    rows = []
+    for setting in settings:
+        tick = time.perf_counter()
+        texts = sample.sample_text(params, arch=cell, vocab=vocab, key=jax.random.key(seed),
+                                   prime=prime, length=length, num_samples=num_samples,
+                                   **setting)
+        texts = [text[len(prime):] for text in texts]
+        sampled = time.perf_counter()
+        metrics = text_metrics(texts, index=index)
+        rows.append({**setting, "metrics": metrics, "sample_seconds": sampled - tick,
+                     "score_seconds": time.perf_counter() - sampled, "example": texts[0]})
+    return rows
+
+
+def model_label(record):
+    """``"lstm H=512 L=2 step 20000"``: the model of an `evaluate_checkpoint` record."""
+    model = record["model"]
+    return (f"{model['arch']} H={model['hidden_size']} L={model['num_layers']} step "
+            f"{record['step']}")
+
+
+def evaluate_checkpoint(checkpoint_path, settings, *, num_samples, length, prime="", seed=0,
+                        data=None, command=""):
+    """The sampling study of one checkpoint: `evaluate_grid` on its model, the same metrics for
+    ``num_samples`` windows of ``length`` characters of the held-out test split (the reference,
+    `reference_windows` seeded by ``seed``), and the model's loss on the test split.
+
+    Args:
+      checkpoint_path: a checkpoint folder (or its JSON); float64 ones need x64 switched on first.
+      settings, num_samples, length, prime, seed: as `evaluate_grid`.
+      data: score against this corpus instead of the checkpoint's (it must have the same
+        vocabulary); its train split is the text copies are looked up in.
+      command: the command line, kept in the record.
+
+    Returns:
+      a `GridResult` whose record holds ``command``, ``date``, ``title``, ``checkpoint``, ``step``,
+      ``model`` (arch, cell options, hidden_size, num_layers), ``data``, ``test_loss``,
+      ``test_bpc``, ``num_samples``, ``length``, ``prime``, ``seed``, ``index_seconds`` (to
+      index the train split), ``settings`` (`evaluate_grid`'s rows) and ``reference``
+      (``metrics`` and ``example``).
+    """
+    params, config, vocab, metadata = runstate.load_model(checkpoint_path)
+    corpus = data_lib.load_corpus(data or config.data, config.split)
+    if corpus.vocab != vocab:
+        raise CheckpointError(f"the corpus {corpus.text_path} has a different vocabulary from the "
+                              "checkpoint's; score against the text it was trained on")
+    train_text = data_lib.decode(vocab, corpus.train)
+    tick = time.perf_counter()
+    index = get_index(train_text)
+    index_seconds = time.perf_counter() - tick
+    rows = evaluate_grid(params, config.cell, vocab, settings, index=index,
+                         num_samples=num_samples, length=length, prime=prime, seed=seed)
+    windows = reference_windows(data_lib.decode(vocab, corpus.test), num_samples, length, seed)
+    reference = {"metrics": text_metrics(windows, index=index), "example": windows[0]}
+    test = train.loss_report(loop.evaluate_split(config, params, corpus.test, "test"))
+    model = {"arch": config.arch, **config.cell.options, "hidden_size": config.hidden_size,
+             "num_layers": config.num_layers}
+    label = model_label({"model": model, "step": metadata["step"]})
+    record = {"command": command,
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "title": f"{label}, {num_samples} x {length} characters per setting",
+              "checkpoint": str(checkpoint_path), "step": metadata["step"], "model": model,
+              "data": data or config.data, "test_loss": test["loss"], "test_bpc": test["bpc"],
+              "num_samples": num_samples, "length": length, "prime": prime, "seed": seed,
+              "index_seconds": index_seconds, "settings": rows, "reference": reference}
+    return GridResult(record, len(train_text), len(corpus.test))

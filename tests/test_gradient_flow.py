@@ -1,5 +1,6 @@
 """Gradient flow through time (`jaxrnn.gradient_flow`): the hand-written sweeps against jax.grad,
-a case with a known answer, and the summary statistics; its table, JSON and plot
+a case with a known answer, and the summary statistics; its table and JSON record
+(`jaxrnn.report.gradient_flow`) and the launcher's output checks and flag parsing
 (`experiments.reporting`)."""
 import ast
 import inspect
@@ -14,6 +15,7 @@ import pytest
 import jaxrnn
 from jaxrnn import gradient_flow
 from jaxrnn.errors import ConfigError
+from jaxrnn.report import gradient_flow as flow_report
 from experiments import reporting
 
 VOCAB, HIDDEN, BATCH, SEQ = 7, 6, 3, 9
@@ -99,10 +101,10 @@ def test_norms_are_medians_over_streams_and_do_not_underflow():
 def test_table_and_json_record_of_a_dead_model(tmp_path):
     flow = gradient_flow.GradientFlow(np.zeros((1, 4)), np.array([np.nan]), np.array([0]))
     model = gradient_flow.Model("dead", {}, jaxrnn.get_cell("rnn"), {"kind": "init"})
-    lines = reporting.format_table([(model, flow)], [1, 3])
+    lines = flow_report.format_table([(model, flow)], [1, 3])
     assert lines[-1] == "| dead | 0 | 0 | n/a | n/a | n/a | 0 (no gradient at d=0) |"
     path = tmp_path / "v1.2" / "report"                          # a dot in a folder name
-    reporting.write_json(path, reporting.report_record([(model, flow)], seq_len=4))
+    reporting.write_json(path, flow_report.report_record([(model, flow)], seq_len=4))
     record = json.loads(path.read_text())
     assert record["models"][0]["factor_per_step"] == [None]
     assert record["models"][0]["reach"] == [0] and record["seq_len"] == 4

@@ -245,7 +245,8 @@ def test_a_study_holds_its_folder_to_its_last_write_and_reports_a_full_disk(
     """The study launcher locks --output_dir around training, the report and command.txt (the
     last write); a full disk while writing its results is one line whose command runs the
     study again. (Training and the report are stand-ins here: tests/test_studies.py.)"""
-    from jaxrnn import files, report, studies
+    from jaxrnn import files, studies
+    from jaxrnn.report import study as study_report
     output, seen = tmp_path / "study", []
     real_write = files.write_atomically
 
@@ -266,7 +267,7 @@ def test_a_study_holds_its_folder_to_its_last_write_and_reports_a_full_disk(
         return real_write(path, payload)
 
     monkeypatch.setattr(studies, "run_study", run_study)
-    monkeypatch.setattr(report, "write_report", write_report)
+    monkeypatch.setattr(study_report, "write_report", write_report)
     monkeypatch.setattr(files, "write_atomically", write_atomically)
     flags = ["--study=schedules", f"--output_dir={output}", "--seeds=0"]
     result = _run_here("experiments.study", *flags, alter_sys=True)

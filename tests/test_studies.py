@@ -7,7 +7,8 @@ import pathlib
 import numpy as np
 import pytest
 
-from jaxrnn import checkpoint, report, studies
+from jaxrnn import checkpoint, studies
+from jaxrnn.report import study as study_report, study_tables
 from jaxrnn.errors import ConfigError
 
 
@@ -64,7 +65,7 @@ def test_tiny_study_writes_finite_results_and_resumes_without_redoing(tmp_path, 
     logs = []
     results = studies.run(study, out, seeds=(0, 1), overrides={"data": str(corpus)},
                           log=logs.append)
-    report.write_report(study, results, out, command="test")
+    study_report.write_report(study, results, out, command="test")
     for name in ("results.json", "table.md", "curves.png", "curves_wall.png", "grad_norms.png"):
         assert (out / name).stat().st_size > 0
     payload = json.loads((out / "results.json").read_text())
@@ -74,7 +75,7 @@ def test_tiny_study_writes_finite_results_and_resumes_without_redoing(tmp_path, 
                       run["max_grad_norm"], run["seconds"], run["chars_per_second"]):
             assert value is not None and math.isfinite(value) and value > 0
         assert 0.0 <= run["clip_fraction"] <= 1.0 and run["diverged"] is False
-        metrics = report.read_metrics(out / run["group"] / "runs" / run["run"]
+        metrics = study_report.read_metrics(out / run["group"] / "runs" / run["run"]
                                       / "metrics.jsonl")
         assert [r["step"] for r in metrics["val"]] == [2, 4] and len(metrics["test"]) == 1
     assert payload["samples"]["rnn"] and payload["samples"]["gru"]
@@ -107,15 +108,15 @@ def test_tiny_study_writes_finite_results_and_resumes_without_redoing(tmp_path, 
 def test_explored_finds_main_effects_and_interactions():
     rows = [{"a": a, "b": b, "diverged": False, "test": {"loss": 2.0 + a + 0.1 * b}}
             for a in (0, 1) for b in (0, 1, 2)]
-    analysis = report.explored(rows, ("a", "b"), uniform=math.log(65))
+    analysis = study_tables.explored(rows, ("a", "b"), uniform=math.log(65))
     assert analysis["additive_r2"] == pytest.approx(1.0)
     assert [f["best"] for f in analysis["factors"]] == [0, 0]
     assert analysis["factors"][0]["spread"] == pytest.approx(1.0)
     assert analysis["factors"][1]["spread"] == pytest.approx(0.2)
     interacting = [dict(row, test={"loss": 2.0 + row["a"] * row["b"]}) for row in rows]
-    assert report.explored(interacting, ("a", "b"), uniform=10.0)["additive_r2"] < 0.9
+    assert study_tables.explored(interacting, ("a", "b"), uniform=10.0)["additive_r2"] < 0.9
     diverged = [dict(rows[0], diverged=True)] + rows[1:]
-    assert report.explored(diverged, ("a", "b"), uniform=3.0)["factors"][0]["marginal_means"][0] \
+    assert study_tables.explored(diverged, ("a", "b"), uniform=3.0)["factors"][0]["marginal_means"][0] \
         == pytest.approx((3.0 + 2.1 + 2.2) / 3)
 
 
@@ -252,7 +253,7 @@ def test_runner_extends_a_learning_rate_grid_whose_best_is_on_its_edge(
                if not name.startswith("lr")]
     assert [rates for _, rates, _ in derived] == [(best,)] * 3
     assert derived[-1] == ("seeds", (best,), 0.0)
-    table = report.table(_bracket_study(), results)
+    table = study_tables.table(_bracket_study(), results)
     assert f"{status} (" in table and "dropout 0 validated best of 0, 0.5" in table
     # Resuming trains nothing again, extensions included.
     trained.clear()
@@ -275,7 +276,7 @@ def test_table_reports_intervals_and_tested_differences():
                           "seconds": 1.0, "chars_per_second": 1.0}
                          for seed, loss in enumerate(losses)]}
     study = studies.Study("t?", {}, (), ("arch",))             # compared with the best of all
-    text = report.table(study, [group("a", [1.0, 1.1, 1.2]), group("b", [2.0, 2.1, 2.2]),
+    text = study_tables.table(study, [group("a", [1.0, 1.1, 1.2]), group("b", [2.0, 2.1, 2.2]),
                                 group("c", [1.15, 1.3, 1.05]), group("d", [0.5])])
     lines = {line.split(" | ")[0][2:]: line for line in text.splitlines()[2:]}
     assert "| best |" in lines["a"] and "[0.8516, 1.3484]" in lines["a"]   # t(2) = 4.303
@@ -315,7 +316,7 @@ def test_a_trained_group_that_stalls_at_its_bracketed_rate_is_retried_lower(tmp_
     assert trained[-1] == ("seeds", (0.01,), 0.0)
     retried = [result for result in results if result.get("retry_of")]
     assert [result["retry_of"] for result in retried] == ["d0", "d0.5"]
-    assert "0.03 stalled in the long run" in report.table(_bracket_study(), results)
+    assert "0.03 stalled in the long run" in study_tables.table(_bracket_study(), results)
     # Nothing stalls when the rate trains: no retry.
     trained.clear()
     monkeypatch.setattr(studies, "run_group", _fake_trainer(

@@ -1,5 +1,6 @@
 """Text-quality metrics on hand-made texts whose values are known exactly, the suffix-array
-matching statistics against brute force, and the sampling-study launcher end to end."""
+matching statistics against brute force, the sampling study as one library call and its launcher
+end to end."""
 import contextlib
 import importlib
 import json
@@ -207,6 +208,25 @@ def test_launcher_end_to_end(tiny_checkpoint, tmp_path, capsys):
     assert record["reference"]["metrics"]["word_validity"] > 0.9       # real text of the corpus
     assert math.isfinite(record["test_bpc"]) and record["test_bpc"] > 0
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_study_is_one_library_call(tiny_checkpoint):
+    """`evaluate_checkpoint` returns the record the launcher writes (the fields of the records in
+    experiments/results/text_quality*/, in that order) and the lengths its summary prints."""
+    from jaxrnn.report import text_quality as quality_report
+    settings = [{"temperature": 0.8, "top_p": 1.0, "top_k": 0}]
+    result = text_quality.evaluate_checkpoint(tiny_checkpoint, settings, num_samples=2,
+                                              length=30, command="test")
+    record = result.record
+    assert list(record) == ["command", "date", "title", "checkpoint", "step", "model", "data",
+                            "test_loss", "test_bpc", "num_samples", "length", "prime", "seed",
+                            "index_seconds", "settings", "reference"]
+    assert list(record["settings"][0]) == ["temperature", "top_p", "top_k", "metrics",
+                                           "sample_seconds", "score_seconds", "example"]
+    assert record["title"] == "lstm H=8 L=1 step 0, 2 x 30 characters per setting"
+    lines = quality_report.summary_lines(result)
+    assert lines[0].startswith("lstm H=8 L=1 step 0: test ") and len(lines) == 2 + 2 + 1 + 1
+    assert f"({result.train_characters:,} characters)" in lines[-1]
 
 
 @pytest.mark.parametrize("flag,fragment", [
