@@ -35,11 +35,11 @@ Row-vector convention, shapes per `jaxrnn.types`: ``x_t: (B, I)``, ``h_t: (B, H)
 
 The backward functions contain no automatic differentiation: each is a reverse ``lax.scan`` that
 carries ``dh`` (and ``dc``) back through time and writes the pre-activation gradients ``d_xproj``
-over a buffer the forward filled and the sweep no longer needs (`sweeps.reverse_scan_in_place`);
+over a buffer the forward filled and the sweep no longer needs (`scans.reverse_scan_in_place`);
 the weight gradients are then single large GEMMs over all ``N = T*B`` rows, e.g.
 ``dW_h = H_prev^T @ dPre`` with ``H_prev = [h_0, ..., h_{T-1}]``. Each backward's docstring
 holds its adjoint equations; BUILD_NOTES.md, "Hand-written BPTT", the structure they share. The scans themselves (forward in place, the reverse
-sweeps and their per-platform form) are `jaxrnn.sweeps`; this module is the three cells and
+sweeps and their per-platform form) are `jaxrnn.scans`; this module is the three cells and
 their table (`get_cell`).
 """
 import functools
@@ -48,7 +48,7 @@ from typing import Callable, NamedTuple, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn import regularisers, sweeps
+from jaxrnn import regularisers, scans
 from jaxrnn.errors import ConfigError
 from jaxrnn.matmuls import MATMUL_DTYPES, matmul, sum_outer
 from jaxrnn.regularisers import (dropped, keep_factor, step_regularisers, to_new, to_previous,
@@ -173,10 +173,10 @@ def rnn_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, masks=None, *
         d_previous = to_previous(dropped(matmul(da, W_hh_T, matmul_dtype), recurrent), dh, keep)
         return d_previous, da, None
 
-    # On the CPU da is written over d_hiddens row by row (`sweeps.reverse_sweep`).
-    d_h0, d_pre, _ = sweeps.reverse_sweep(step, d_h_T, d_hiddens,
+    # On the CPU da is written over d_hiddens row by row (`scans.reverse_sweep`).
+    d_h0, d_pre, _ = scans.reverse_sweep(step, d_h_T, d_hiddens,
                                           (hiddens, residuals.candidates, keep_rows))
-    h_prev = dropped(sweeps.previous(h0, hiddens), recurrent)
+    h_prev = dropped(scans.previous(h0, hiddens), recurrent)
     return d_pre, d_h0, {"W_hh": sum_outer(h_prev, d_pre, matmul_dtype)}
 
 
@@ -274,7 +274,7 @@ def lstm_backward(params, carry0, hiddens, residuals, d_hiddens, d_carry_T, mask
         dh_from_next, dc_from_next = carry
         g_t, c, keep_h_row, keep_c_row = inputs_t
         keep_h, keep_c = keep_factor(keep_h_row, rate_h), keep_factor(keep_c_row, rate_c)
-        c_prev = sweeps.previous_row(cells, t, carry0.cell)
+        c_prev = scans.previous_row(cells, t, carry0.cell)
         i, f, g, o = jnp.split(gates, 4, axis=-1)
         dh = g_t + dh_from_next
         dh_new = to_new(dh, keep_h)
@@ -287,10 +287,10 @@ def lstm_backward(params, carry0, hiddens, residuals, d_hiddens, d_carry_T, mask
         return (to_previous(dropped(matmul(da, W_h_T, matmul_dtype), recurrent), dh, keep_h),
                 to_previous(dc * f, dc_from_next, keep_c)), da, None
 
-    # On the CPU da is written over the gates row by row (`sweeps.reverse_sweep`).
-    (d_h0, d_c0), d_pre, _ = sweeps.reverse_sweep(
+    # On the CPU da is written over the gates row by row (`scans.reverse_sweep`).
+    (d_h0, d_c0), d_pre, _ = scans.reverse_sweep(
         step, tuple(d_carry_T), residuals.gates, (d_hiddens, cells, keep_h_rows, keep_c_rows))
-    h_prev = dropped(sweeps.previous(carry0.hidden, hiddens), recurrent)
+    h_prev = dropped(scans.previous(carry0.hidden, hiddens), recurrent)
     grads = {"W_h": sum_outer(h_prev, d_pre, matmul_dtype)}
     return d_pre, LSTMState(d_h0, d_c0), grads
 
@@ -377,7 +377,7 @@ def gru_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, masks=None, *
     def adjoints(dh_from_next, gates, t, g_t, h_n, keep_row):
         """One step: ``(carry to h_{t-1}, dgh_t, (da_r, da_z, da_n))``."""
         keep = keep_factor(keep_row, keep_rate)
-        h_prev = sweeps.previous_row(hiddens, t, h0)
+        h_prev = scans.previous_row(hiddens, t, h0)
         r, z, n = jnp.split(gates, 3, axis=-1)
         dh = g_t + dh_from_next
         dh_new = to_new(dh, keep)
@@ -390,13 +390,13 @@ def gru_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, masks=None, *
         return carry, d_gh, (da_r, da_z, da_n)
 
     def in_place(d_h_T, gates, d_hiddens, hn, keep_rows):
-        # dgh (the step's GEMM operand) is written over the gates (`sweeps.reverse_scan_in_place`),
+        # dgh (the step's GEMM operand) is written over the gates (`scans.reverse_scan_in_place`),
         # da_n is emitted as a (T, B, H) output, and dxproj is dgh with that n block.
         def step(dh_from_next, gates_t, t, inputs_t):
             carry, d_gh, (_, _, da_n) = adjoints(dh_from_next, gates_t, t, *inputs_t)
             return carry, d_gh, da_n
 
-        d_h0, d_gh, d_a_n = sweeps.reverse_scan_in_place(step, d_h_T, gates,
+        d_h0, d_gh, d_a_n = scans.reverse_scan_in_place(step, d_h_T, gates,
                                                          (d_hiddens, hn, keep_rows))
         return d_h0, with_n_block(d_gh, d_a_n), d_gh
 
@@ -406,15 +406,15 @@ def gru_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, masks=None, *
             carry, _, (da_r, da_z, da_n) = adjoints(dh_from_next, gates_t, t, *inputs_t)
             return carry, jnp.concatenate([da_r, da_z, da_n], axis=-1), None
 
-        d_h0, d_xproj, _ = sweeps.reverse_scan_stacked(step, d_h_T, gates,
+        d_h0, d_xproj, _ = scans.reverse_scan_stacked(step, d_h_T, gates,
                                                        (d_hiddens, hn, keep_rows))
         reset = gates[..., :hidden_size]
         return d_h0, d_xproj, with_n_block(d_xproj, d_xproj[..., 2 * hidden_size:] * reset)
 
-    # In place on the CPU, stacked elsewhere, as `sweeps.reverse_sweep` chooses for the other cells.
-    d_h0, d_xproj, d_gh = sweeps.by_platform(d_h_T, residuals.gates, d_hiddens, residuals.hn,
+    # In place on the CPU, stacked elsewhere, as `scans.reverse_sweep` chooses for the other cells.
+    d_h0, d_xproj, d_gh = scans.by_platform(d_h_T, residuals.gates, d_hiddens, residuals.hn,
                                              keep_rows, cpu=in_place, default=stacked)
-    h_prev = dropped(sweeps.previous(h0, hiddens), recurrent)
+    h_prev = dropped(scans.previous(h0, hiddens), recurrent)
     grads = {"W_h": sum_outer(h_prev, d_gh, matmul_dtype), "b_h": d_gh.sum(axis=(0, 1))}
     return d_xproj, d_h0, grads
 
@@ -501,8 +501,8 @@ def resolve(arch, activation=None, matmul_dtype=None, zoneout=None):
 
 
 def _window_forward(sweep, forward_step):
-    """``forward(params, carry0, xproj, masks=None)``: ``sweep`` (`sweeps.scan_forward` or
-    `sweeps.gates_in_place`) of ``forward_step``. With a `RecurrenceMasks` window, the zoneout
+    """``forward(params, carry0, xproj, masks=None)``: ``sweep`` (`scans.scan_forward` or
+    `scans.gates_in_place`) of ``forward_step``. With a `RecurrenceMasks` window, the zoneout
     masks (T, B, H) are scanned alongside ``xproj`` and each step gets its rows and the (B, H)
     recurrent mask; without, the plain sweep."""
     plain = sweep(forward_step)
@@ -526,17 +526,17 @@ _CELL_PARTS = {
                 num_gates=1, input_weight="W_xh", input_bias="b_h", recurrent_weight="W_hh",
                 init=rnn_init,
                 zero_carry=_zero_hidden, forward_step=rnn_forward_step,
-                forward=sweeps.scan_forward, backward=rnn_backward),
+                forward=scans.scan_forward, backward=rnn_backward),
     "lstm": dict(param_names=("W_x", "W_h", "b"),
                  num_gates=4, input_weight="W_x", input_bias="b", recurrent_weight="W_h",
                  init=lstm_init,
                  zero_carry=_lstm_zero_carry, forward_step=lstm_forward_step,
-                 forward=sweeps.gates_in_place, backward=lstm_backward),
+                 forward=scans.gates_in_place, backward=lstm_backward),
     "gru": dict(param_names=("W_x", "W_h", "b_x", "b_h"),
                 num_gates=3, input_weight="W_x", input_bias="b_x", recurrent_weight="W_h",
                 init=gru_init,
                 zero_carry=_zero_hidden, forward_step=gru_forward_step,
-                forward=sweeps.gates_in_place, backward=gru_backward),
+                forward=scans.gates_in_place, backward=gru_backward),
 }
 
 
