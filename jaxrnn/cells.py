@@ -80,8 +80,8 @@ def _input_weights(key, input_size, hidden_size, num_gates, dtype):
 def _recurrent_weights(key, hidden_size, num_gates, recurrent_init, dtype):
     """(H, k*H): k square blocks, each orthogonal, identity (IRNN, Le et al. 2015) or N(0, 1/H)."""
     if recurrent_init not in RECURRENT_INITS:
-        raise ConfigError(
-            f"unknown recurrent_init {recurrent_init!r}; choose one of {', '.join(RECURRENT_INITS)}")
+        raise ConfigError(f"unknown recurrent_init {recurrent_init!r}; choose one of "
+                          f"{', '.join(RECURRENT_INITS)}")
     keys = jax.random.split(key, num_gates)
     if recurrent_init == "orthogonal":
         # QR in float32 at least (CPU has no bfloat16 QR), then cast.
@@ -203,8 +203,7 @@ def _lstm_gate_affine(hidden_size, dtype):
     return (jnp.concatenate([half, half, one, half]), jnp.concatenate([half, half, zero, half]))
 
 
-def lstm_forward_step(params, carry, xproj_t, masks_t=None, *, matmul_dtype=None,
-                      zoneout=None):
+def lstm_forward_step(params, carry, xproj_t, masks_t=None, *, matmul_dtype=None, zoneout=None):
     """One LSTM step (no peepholes); carry: LSTMState((B, H), (B, H)), xproj_t: (B, 4H); with
     ``[a_i, a_f, a_g, a_o] = xproj_t + (h_{t-1} * r) W_h``, ``xproj_t = x_t W_x + b``::
 
@@ -239,8 +238,7 @@ def lstm_backward(params, carry0, hiddens, residuals, d_hiddens, d_carry_T, mask
         da_g  = dc~ * i * (1 - g^2)         da_o = dh~ * tanh(c~_t) * o (1 - o)
         dW_h  = sum_t (h_{t-1} * r)^T da_t  (one GEMM after the sweep)
 
-    The sweep carries the two brackets back from ``d_carry_T``; with zoneout on ``c``,
-    ``c~_t = f * c_{t-1} + i * g`` is recomputed from the saved gates and cells.
+    With zoneout on ``c``, ``c~_t = f * c_{t-1} + i * g`` is recomputed from the saved residuals.
     Returns ``(d_xproj = da (T, B, 4H), d_carry0 LSTMState, {"W_h": (H, 4H)})``.
     """
     W_h_T = params["W_h"].T
@@ -265,16 +263,16 @@ def lstm_backward(params, carry0, hiddens, residuals, d_hiddens, d_carry_T, mask
     # On the CPU da is written over the gates row by row (`scans.reverse_scan`).
     (d_h0, d_c0), d_pre, _ = scans.reverse_scan(
         step, tuple(d_carry_T), residuals.gates, (d_hiddens, cells, keep_h_rows, keep_c_rows))
-    grads = {"W_h": _recurrent_weight_grad(carry0.hidden, hiddens, recurrent, d_pre,
-                                           matmul_dtype)}
-    return d_pre, LSTMState(d_h0, d_c0), grads
+    return d_pre, LSTMState(d_h0, d_c0), {"W_h": _recurrent_weight_grad(
+        carry0.hidden, hiddens, recurrent, d_pre, matmul_dtype)}
 
 
 # ---------------------------------------------------------------------------------------------
 # GRU (the cuDNN / PyTorch formulation: the reset gate multiplies h W_hn + b_hn)
 # ---------------------------------------------------------------------------------------------
 def gru_init(key, input_size, hidden_size, recurrent_init="orthogonal", dtype=jnp.float32):
-    """Params ``{"W_x": (I, 3H), "W_h": (H, 3H), "b_x": (3H,), "b_h": (3H,)}``, packed ``[r, z, n]``."""
+    """Params ``{"W_x": (I, 3H), "W_h": (H, 3H), "b_x": (3H,), "b_h": (3H,)}``, packed
+    ``[r, z, n]``."""
     key_x, key_h = jax.random.split(key)
     return {"W_x": _input_weights(key_x, input_size, hidden_size, 3, dtype),
             "W_h": _recurrent_weights(key_h, hidden_size, 3, recurrent_init, dtype),
@@ -282,15 +280,13 @@ def gru_init(key, input_size, hidden_size, recurrent_init="orthogonal", dtype=jn
             "b_h": jnp.zeros((3 * hidden_size,), dtype)}
 
 
-def gru_forward_step(params, h_prev, xproj_t, masks_t=None, *, matmul_dtype=None,
-                     zoneout=None):
+def gru_forward_step(params, h_prev, xproj_t, masks_t=None, *, matmul_dtype=None, zoneout=None):
     """One GRU step; h_prev: (B, H), xproj_t: (B, 3H); with ``[x_r, x_z, x_n] = xproj_t =
     x_t W_x + b_x`` and ``[h_r, h_z, h_n] = (h_{t-1} * m) W_h + b_h`` (``m`` drops the state
     entering the GEMM only, not the interpolation's ``z * h_{t-1}``)::
 
         r = sigmoid(x_r + h_r)      z = sigmoid(x_z + h_z)      n = tanh(x_n + r * h_n)
-        h~_t = (1 - z) * n + z * h_{t-1}
-        h_t  = k * h_{t-1} + (1 - k) * h~_t
+        h~_t = (1 - z) * n + z * h_{t-1}       h_t = k * h_{t-1} + (1 - k) * h~_t
 
     Returns ``(h_t, (h_t, GRUResiduals(gates=[r, z, n], hn=h_n)))``.
     """
@@ -312,8 +308,7 @@ def gru_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, masks=None, *
     With ``g_t = d_hiddens[t]`` and ``dh~`` the cotangent of ``h~_t`` (``dh`` without zoneout)::
 
         dh_t  = g_t + [dh~_{t+1} * z_{t+1} + (dgh_{t+1} W_h^T) * m + k_{t+1} * dh_{t+1}]
-        dh~   = (1 - k_t) * dh_t
-        da_n  = dh~ * (1 - z) * (1 - n^2)          (a_n = x_n + r * h_n)
+        dh~   = (1 - k_t) * dh_t                  da_n = dh~ * (1 - z) * (1 - n^2)
         da_z  = dh~ * (h_{t-1} - n) * z (1 - z)    da_r = da_n * h_n * r (1 - r)
         dxproj_t = [da_r, da_z, da_n]              (gradient of x_t W_x + b_x)
         dgh_t    = [da_r, da_z, da_n * r]          (gradient of (h_{t-1} * m) W_h + b_h)
@@ -343,9 +338,9 @@ def gru_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, masks=None, *
     d_h0, d_xproj, d_gh = scans.reverse_scan_two_gradients(
         step, d_h_T, residuals.gates, (d_hiddens, residuals.hn, keep_rows),
         tail_factor=lambda gates: gates[..., :hidden_size])
-    grads = {"W_h": _recurrent_weight_grad(h0, hiddens, recurrent, d_gh, matmul_dtype),
-             "b_h": d_gh.sum(axis=(0, 1))}
-    return d_xproj, d_h0, grads
+    return d_xproj, d_h0, {"W_h": _recurrent_weight_grad(h0, hiddens, recurrent, d_gh,
+                                                        matmul_dtype),
+                           "b_h": d_gh.sum(axis=(0, 1))}
 
 
 # ---------------------------------------------------------------------------------------------
