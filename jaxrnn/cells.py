@@ -391,24 +391,30 @@ class Cell(NamedTuple):
                 "zoneout": self.zoneout}
 
 
+def activation_applies(arch, activation):
+    """The rule for ``activation``, stated once: it is the vanilla RNN's option; the other cells
+    take none (None, or the default "tanh", which they ignore)."""
+    return arch == "rnn" or activation in (None, "tanh")
+
+
 def get_cell(arch, activation=None, matmul_dtype=None, zoneout=None):
-    """The `Cell` for ``arch`` in ("rnn", "lstm", "gru"); ``activation`` applies to "rnn" only;
-    ``matmul_dtype`` (None or "bfloat16", see `matmul`) and ``zoneout`` (None or
-    ``(p_h, p_c)``, see `regularisers.zoneout_rates`) are bound into all its functions."""
+    """The `Cell` for ``arch`` in ("rnn", "lstm", "gru"); ``activation`` applies to "rnn" only
+    (`activation_applies`); ``matmul_dtype`` (None or "bfloat16", see `matmul`) and ``zoneout``
+    (None or ``(p_h, p_c)``, see `regularisers.zoneout_rates`) are bound into all its functions."""
     if arch not in ARCHS:
         raise ConfigError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
     if matmul_dtype not in MATMUL_DTYPES:
         raise ConfigError(f"matmul_dtype must be None or 'bfloat16', got {matmul_dtype!r}")
-    if arch == "rnn":
-        activation = "tanh" if activation is None else activation
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"unknown activation {activation!r}; choose one of "
-                              f"{', '.join(ACTIVATIONS)}")
-    elif activation not in (None, "tanh"):
+    if not activation_applies(arch, activation):
         raise ConfigError(f"activation={activation!r} applies to arch=rnn only; drop it for "
                           f"arch={arch}")
-    else:
+    if arch != "rnn":
         activation = None
+    elif activation is None:
+        activation = "tanh"
+    elif activation not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {activation!r}; choose one of "
+                          f"{', '.join(ACTIVATIONS)}")
     plain = _build_cell(arch, activation, matmul_dtype, None)
     zoneout = regularisers.zoneout_rates(plain, zoneout)
     return plain if zoneout is None else _build_cell(arch, activation, matmul_dtype, zoneout)
