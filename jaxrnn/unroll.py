@@ -16,7 +16,9 @@ Two ways to run the same stack of layers over a window, with identical forward v
   ``(T*B, I) x (I, G)`` GEMM otherwise), the scan body is the one ``(B, H) x (H, G)`` GEMM plus fused
   element-wise work, and the backward is each cell's reverse sweep followed by large GEMMs for the
   weight gradients. `unroll` wraps it in a ``jax.custom_vjp`` for float inputs; `jaxrnn.model` wraps
-  the whole language-model loss the same way.
+  the whole language-model loss the same way. The whole manual path of a layer and of the stack
+  is here (`layer_forward` / `layer_backward`, `stack_forward` / `stack_backward`); each cell's
+  step and its backward are `jaxrnn.cells`, the scans they run in `jaxrnn.scans`.
 
 Layer inputs are ``(T, B) int32`` character ids or ``(T, B, I)`` floats; masks, where given, are
 a `jaxrnn.types.WindowMasks` of training-time multipliers: the layers' outputs (dropout and
