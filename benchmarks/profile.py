@@ -58,7 +58,7 @@ def _pieces(arch, config):
 
     def head(p, outputs):
         log_probs = model.output_log_probs(p, outputs)
-        return model._head_backward(p, outputs, log_probs, targets.T, 1.0)
+        return model.head_backward(p, outputs, log_probs, targets.T, 1.0)
 
     return {
         "grad manual": (jax.grad(loss("manual")), (params,)),

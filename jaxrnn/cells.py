@@ -1,46 +1,45 @@
 """Recurrent cells as pure functions: initialisers, forward steps and hand-written backward passes.
 
-Every cell exposes the same functions (see `Cell`):
+Each cell's section holds its initialiser, then its forward step (the forward equations in its
+docstring) and its backward (the adjoint equations), side by side. The time loops they run in are
+`jaxrnn.scans`; the layer and the stack around them, `jaxrnn.unroll`. A `Cell` binds one cell's
+functions to its options (`get_cell`); all cells share these signatures:
 
 * ``init(key, input_size, hidden_size, recurrent_init, dtype) -> params``
 * ``zero_carry(batch_size, hidden_size, dtype) -> carry``
-* ``forward_step(params, carry, xproj_t, masks_t=None) -> (carry, (h_t, residual_t))`` -- one
-  time step, given the step's *input projection* ``xproj_t = x_t @ W_x + b_x`` (hoisted out of
-  the recurrence).
-* ``forward(params, carry0, xproj, masks=None) -> (carry_T, hiddens, residuals)`` --
-  ``forward_step`` over a window ``xproj: (T, B, G)``; the LSTM and GRU write their gates over
-  ``xproj`` in place.
+* ``forward_step(params, carry, xproj_t, masks_t=None) -> (carry, (h_t, residuals_t))``: one
+  step, given its input projection ``xproj_t = x_t W_x + b_x: (B, G)`` (hoisted out of the
+  recurrence).
+* ``forward(params, carry0, xproj, masks=None) -> (carry_T, hiddens (T, B, H), residuals)``:
+  ``forward_step`` over a window ``xproj: (T, B, G)`` (`jaxrnn.scans`; the LSTM and GRU write
+  their gates over ``xproj`` in place).
 * ``backward(params, carry0, hiddens, residuals, d_hiddens, d_carry_T, masks=None)
-  -> (d_xproj, d_carry0, recurrent_grads)`` -- the whole reverse-time sweep (BPTT) of one layer.
+  -> (d_xproj (T, B, G), d_carry0, recurrent_grads)``: one layer's reverse-time sweep (BPTT), with
+  ``hiddens: (T, B, H)``, ``d_hiddens: (T, B, H)`` the gradient ``g_t`` arriving at each ``h_t``
+  from above and ``d_carry_T`` the final carry's cotangent.
 
-``masks`` is a `jaxrnn.types.RecurrenceMasks` (None: no regulariser inside the recurrence):
-recurrent dropout on ``h_{t-1}`` where it enters ``h_{t-1} W_h`` (Gal & Ghahramani 2016) and
-zoneout (Krueger et al. 2017). Each step's and each backward's docstring gives its forward and
-adjoint equations with both; with ``r = 1`` and ``k = 0`` they are the plain cell's, and with
-masks None the code is the plain cell's, operation for operation. A `Cell` built with zoneout
-rates ``(p_h, p_c)`` (`get_cell`) uses ``k = p`` wherever no zoneout mask is given: the
-expectation, for evaluation and sampling. Weight-drop and embedding dropout act on the
+``masks`` is a `jaxrnn.types.RecurrenceMasks` ((B, H) rows in a step, the window's in a
+backward; None: no regulariser inside the recurrence): recurrent dropout multiplies ``h_{t-1}``
+by ``r`` (the GRU's ``m``) where it enters ``h_{t-1} W_h`` (Gal & Ghahramani 2016), and zoneout
+(Krueger et al. 2017) keeps ``x_t = k * x_{t-1} + (1 - k) * x~_t`` with ``k`` the step's 0/1 mask
+in training, the cell's rate ``p`` where no mask is given (evaluation and sampling), 0 when off.
+With ``r = 1`` and ``k = 0`` the equations are the plain cell's, and with masks None the code is
+the plain cell's, operation for operation. Weight-drop and embedding dropout act on the
 parameters, outside the cells (`jaxrnn.unroll.layer_forward`).
 
-Every function that multiplies matrices takes ``matmul_dtype``: None (the default) multiplies in
-the operands' dtype; ``"bfloat16"`` rounds both operands of every matrix product to bfloat16 and
-accumulates in the operands' own dtype (float32): the tensor-core mode of GPUs and TPUs
-(`jaxrnn.matmuls`). `get_cell` binds it, so a `Cell`'s functions all use one choice.
-
-The public one-step signature ``step(params, carry, x_t) -> (carry, h_t)`` (`rnn_step`, `lstm_step`,
-`gru_step`) is the input projection followed by ``forward_step``.
+``matmul_dtype`` (bound by `get_cell`, like ``zoneout`` and the RNN's ``activation``): None
+multiplies in the operands' dtype; ``"bfloat16"`` rounds both operands of every matrix product
+to bfloat16 and accumulates in their own dtype (float32), the tensor-core mode of GPUs and TPUs
+(`jaxrnn.matmuls`). The public one-step signature ``step(params, carry, x_t) -> (carry, h_t)``
+(`rnn_step`, `lstm_step`, `gru_step`) is the input projection followed by ``forward_step``.
 
 Row-vector convention, shapes per `jaxrnn.types`: ``x_t: (B, I)``, ``h_t: (B, H)``, ``W_x: (I, G)``,
-``W_h: (H, G)`` with ``G = k*H`` for a cell with ``k`` gate blocks.
-
-The backward functions contain no automatic differentiation: each is a reverse ``lax.scan`` that
-carries ``dh`` (and ``dc``) back through time and writes the pre-activation gradients ``d_xproj``
-over a buffer the forward filled and the sweep no longer needs (`sweeps.reverse_scan_in_place`);
-the weight gradients are then single large GEMMs over all ``N = T*B`` rows, e.g.
-``dW_h = H_prev^T @ dPre`` with ``H_prev = [h_0, ..., h_{T-1}]``. Each backward's docstring
-holds its adjoint equations; BUILD_NOTES.md, "Hand-written BPTT", the structure they share. The scans themselves (forward in place, the reverse
-sweeps and their per-platform form) are `jaxrnn.sweeps`; this module is the three cells and
-their table (`get_cell`).
+``W_h: (H, G)`` with ``G = k*H`` for a cell with ``k`` gate blocks. The backward passes contain no
+automatic differentiation: each is a reverse scan (`jaxrnn.scans.reverse_scan`) that carries
+``dh`` (and ``dc``) back through time and writes the pre-activation gradients ``d_xproj`` over a
+buffer the forward filled and the backward no longer needs; the weight gradients are then single
+large GEMMs over all ``N = T*B`` rows, e.g. ``dW_h = H_prev^T @ dPre`` with
+``H_prev = [h_0, ..., h_{T-1}]`` (BUILD_NOTES.md, "Hand-written BPTT").
 """
 import functools
 from typing import Callable, NamedTuple, Optional, Tuple
@@ -48,7 +47,7 @@ from typing import Callable, NamedTuple, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn import regularisers, sweeps
+from jaxrnn import regularisers, scans
 from jaxrnn.errors import ConfigError
 from jaxrnn.matmuls import MATMUL_DTYPES, matmul, sum_outer
 from jaxrnn.regularisers import (dropped, keep_factor, step_regularisers, to_new, to_previous,
@@ -81,8 +80,8 @@ def _input_weights(key, input_size, hidden_size, num_gates, dtype):
 def _recurrent_weights(key, hidden_size, num_gates, recurrent_init, dtype):
     """(H, k*H): k square blocks, each orthogonal, identity (IRNN, Le et al. 2015) or N(0, 1/H)."""
     if recurrent_init not in RECURRENT_INITS:
-        raise ConfigError(
-            f"unknown recurrent_init {recurrent_init!r}; choose one of {', '.join(RECURRENT_INITS)}")
+        raise ConfigError(f"unknown recurrent_init {recurrent_init!r}; choose one of "
+                          f"{', '.join(RECURRENT_INITS)}")
     keys = jax.random.split(key, num_gates)
     if recurrent_init == "orthogonal":
         # QR in float32 at least (CPU has no bfloat16 QR), then cast.
@@ -106,6 +105,14 @@ def _lstm_zero_carry(batch_size, hidden_size, dtype):
                      _zero_hidden(batch_size, hidden_size, dtype))
 
 
+def _recurrent_weight_grad(h0, hiddens, recurrent, d_pre, matmul_dtype):
+    """``dW_h = sum_t (h_{t-1} * r)^T dPre_t`` as one ``(H, N) x (N, G)`` GEMM after the sweep.
+
+    h0: (B, H); hiddens: (T, B, H); recurrent: the (B, H) recurrent dropout mask or None;
+    d_pre: (T, B, G), the gradient of the recurrent product's output. Returns (H, G)."""
+    return sum_outer(dropped(scans.previous(h0, hiddens), recurrent), d_pre, matmul_dtype)
+
+
 # ---------------------------------------------------------------------------------------------
 # Vanilla RNN
 # ---------------------------------------------------------------------------------------------
@@ -119,17 +126,12 @@ def rnn_init(key, input_size, hidden_size, recurrent_init="orthogonal", dtype=jn
 
 def rnn_forward_step(params, h_prev, xproj_t, masks_t=None, *, activation="tanh",
                      matmul_dtype=None, zoneout=None):
-    """One vanilla-RNN step.
+    """One vanilla-RNN step; h_prev: (B, H), xproj_t: (B, H) (see the module docstring)::
 
-    Forward, with the recurrent dropout mask ``r`` (1 when off) and the zoneout factor ``k``
-    (the step's 0/1 mask in training, the rate ``p_h`` in evaluation, 0 when off)::
-
-        a_t  = xproj_t + (h_{t-1} * r) W_hh   xproj_t = x_t W_xh + b_h
+        a_t  = xproj_t + (h_{t-1} * r) W_hh      xproj_t = x_t W_xh + b_h
         h~_t = act(a_t)
         h_t  = k * h_{t-1} + (1 - k) * h~_t
 
-    Args: h_prev: (B, H); xproj_t: (B, H); masks_t: `RecurrenceMasks` of (B, H) rows or None;
-      zoneout: the cell's rates ``(p_h, 0)`` or None.
     Returns ``(h_t, (h_t, RNNResiduals(candidates=h~_t with zoneout, else None)))``.
     """
     act, _ = ACTIVATIONS[activation]
@@ -143,22 +145,15 @@ def rnn_forward_step(params, h_prev, xproj_t, masks_t=None, *, activation="tanh"
 
 def rnn_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, masks=None, *,
                  activation="tanh", matmul_dtype=None, zoneout=None):
-    """Reverse-time sweep of a vanilla RNN layer.
-
-    Adjoint equations, with ``g_t`` the gradient arriving at ``h_t`` from above (``d_hiddens[t]``),
-    ``r`` and ``k_t`` as in `rnn_forward_step` (without regularisers ``r = 1``, ``k = 0`` and
-    ``h~_t = h_t``)::
+    """Backward of a vanilla RNN layer; h0, d_h_T: (B, H); residuals: candidates (T, B, H)
+    with zoneout. With ``g_t = d_hiddens[t]`` (``h~_t = h_t`` without zoneout)::
 
         dh_t  = g_t + [(da_{t+1} W_hh^T) * r + k_{t+1} * dh_{t+1}]   (dh_T starts from d_h_T)
         da_t  = (1 - k_t) * dh_t * act'(h~_t)   (act' written in terms of h~_t)
-        dW_hh = sum_t (h_{t-1} * r)^T da_t      (one GEMM after the sweep)
         dh_0  = (da_1 W_hh^T) * r + k_1 * dh_1
+        dW_hh = sum_t (h_{t-1} * r)^T da_t      (one GEMM after the sweep)
 
-    Args:
-      h0: (B, H) initial carry; hiddens: (T, B, H); residuals: RNNResiduals (candidates h~
-      (T, B, H) with zoneout); d_hiddens: (T, B, H); d_h_T: (B, H); masks: `RecurrenceMasks`
-      of the window or None; zoneout: the cell's rates or None.
-    Returns: ``(d_xproj (T, B, H), d_h0 (B, H), {"W_hh": (H, H)})``; ``d_xproj = da``.
+    Returns ``(d_xproj = da (T, B, H), d_h0 (B, H), {"W_hh": (H, H)})``.
     """
     _, act_grad = ACTIVATIONS[activation]
     W_hh_T = params["W_hh"].T
@@ -173,11 +168,11 @@ def rnn_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, masks=None, *
         d_previous = to_previous(dropped(matmul(da, W_hh_T, matmul_dtype), recurrent), dh, keep)
         return d_previous, da, None
 
-    # On the CPU da is written over d_hiddens row by row (`sweeps.reverse_sweep`).
-    d_h0, d_pre, _ = sweeps.reverse_sweep(step, d_h_T, d_hiddens,
-                                          (hiddens, residuals.candidates, keep_rows))
-    h_prev = dropped(sweeps.previous(h0, hiddens), recurrent)
-    return d_pre, d_h0, {"W_hh": sum_outer(h_prev, d_pre, matmul_dtype)}
+    # On the CPU da is written over d_hiddens row by row (`scans.reverse_scan`).
+    d_h0, d_pre, _ = scans.reverse_scan(step, d_h_T, d_hiddens,
+                                        (hiddens, residuals.candidates, keep_rows))
+    return d_pre, d_h0, {"W_hh": _recurrent_weight_grad(h0, hiddens, recurrent, d_pre,
+                                                        matmul_dtype)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,28 +203,19 @@ def _lstm_gate_affine(hidden_size, dtype):
     return (jnp.concatenate([half, half, one, half]), jnp.concatenate([half, half, zero, half]))
 
 
-def lstm_forward_step(params, carry, xproj_t, masks_t=None, *, matmul_dtype=None,
-                      zoneout=None):
-    """One LSTM step (the seed equations, no peepholes).
-
-    Forward, with ``[a_i, a_f, a_g, a_o] = xproj_t + (h_{t-1} * r) W_h``, ``xproj_t = x_t W_x + b``,
-    the recurrent dropout mask ``r`` (1 when off) and the zoneout factors ``k^h``, ``k^c`` (the
-    step's 0/1 masks in training, the rates ``p_h``, ``p_c`` in evaluation, 0 when off)::
+def lstm_forward_step(params, carry, xproj_t, masks_t=None, *, matmul_dtype=None, zoneout=None):
+    """One LSTM step (no peepholes); carry: LSTMState((B, H), (B, H)), xproj_t: (B, 4H); with
+    ``[a_i, a_f, a_g, a_o] = xproj_t + (h_{t-1} * r) W_h``, ``xproj_t = x_t W_x + b``::
 
         i = sigmoid(a_i)   f = sigmoid(a_f)   g = tanh(a_g)   o = sigmoid(a_o)
-        c~_t = f * c_{t-1} + i * g
-        h~_t = o * tanh(c~_t)
-        c_t  = k^c * c_{t-1} + (1 - k^c) * c~_t          (Krueger et al. 2017, eq. for LSTMs)
-        h_t  = k^h * h_{t-1} + (1 - k^h) * h~_t
+        c~_t = f * c_{t-1} + i * g                h~_t = o * tanh(c~_t)
+        c_t  = k^c * c_{t-1} + (1 - k^c) * c~_t   h_t  = k^h * h_{t-1} + (1 - k^h) * h~_t
 
-    Args: carry: LSTMState((B, H), (B, H)); xproj_t: (B, 4H); masks_t: `RecurrenceMasks` of
-      (B, H) rows or None; zoneout: the cell's rates ``(p_h, p_c)`` or None.
     Returns ``(LSTMState(h_t, c_t), (h_t, LSTMResiduals(gates=[i, f, g, o], cells=c_t)))``.
     """
     h_prev, c_prev = carry
     recurrent, keep_h, keep_c = step_regularisers(masks_t, zoneout)
-    hidden_size = h_prev.shape[-1]
-    scale, offset = _lstm_gate_affine(hidden_size, h_prev.dtype)
+    scale, offset = _lstm_gate_affine(h_prev.shape[-1], h_prev.dtype)
     pre = xproj_t + matmul(dropped(h_prev, recurrent), params["W_h"], matmul_dtype)
     gates = scale * jnp.tanh(scale * pre) + offset                                   # (B, 4H)
     i, f, g, o = jnp.split(gates, 4, axis=-1)   # split (not slices): its transpose is a concat
@@ -241,30 +227,19 @@ def lstm_forward_step(params, carry, xproj_t, masks_t=None, *, matmul_dtype=None
 
 def lstm_backward(params, carry0, hiddens, residuals, d_hiddens, d_carry_T, masks=None, *,
                   matmul_dtype=None, zoneout=None):
-    """Reverse-time sweep of an LSTM layer.
-
-    Adjoint equations (``g_t`` = gradient arriving at ``h_t`` from above, ``*`` elementwise;
-    ``r``, ``k^h_t``, ``k^c_t``, ``c~_t`` as in `lstm_forward_step`; without regularisers
-    ``r = 1``, ``k = 0``, ``c~_t = c_t``, ``dh~ = dh`` and ``dc~ = dc``)::
+    """Backward of an LSTM layer; carry0, d_carry_T: LSTMState((B, H), (B, H)); residuals:
+    gates (T, B, 4H), cells (T, B, H). With ``g_t = d_hiddens[t]`` and ``dh~``, ``dc~`` the
+    cotangents of ``h~_t``, ``c~_t`` (``dh``, ``dc``, and ``c~_t = c_t``, without zoneout)::
 
         dh_t  = g_t + [(da_{t+1} W_h^T) * r + k^h_{t+1} * dh_{t+1}]
-        dc_t  = dc~_{t+1} * f_{t+1} + k^c_{t+1} * dc_{t+1}    (the cotangent of the carried c_t)
-        dh~   = (1 - k^h_t) * dh_t
-        do    = dh~ * tanh(c~_t)
-        dc~   = (1 - k^c_t) * dc_t + dh~ * o * (1 - tanh(c~_t)^2)
-        di    = dc~ * g        dg = dc~ * i        df = dc~ * c_{t-1}
-        da_i  = di * i (1 - i)  da_f = df * f (1 - f)  da_g = dg (1 - g^2)  da_o = do * o (1 - o)
-        dW_h  = sum_t (h_{t-1} * r)^T da_t    (one GEMM after the sweep)
+        dc_t  = dc~_{t+1} * f_{t+1} + k^c_{t+1} * dc_{t+1}    (the carried c_t's cotangent)
+        dh~   = (1 - k^h_t) * dh_t          dc~ = (1 - k^c_t) * dc_t + dh~ * o * (1 - tanh(c~_t)^2)
+        da_i  = dc~ * g * i (1 - i)         da_f = dc~ * c_{t-1} * f (1 - f)
+        da_g  = dc~ * i * (1 - g^2)         da_o = dh~ * tanh(c~_t) * o (1 - o)
+        dW_h  = sum_t (h_{t-1} * r)^T da_t  (one GEMM after the sweep)
 
-    The sweep starts from the final-carry cotangent ``d_carry_T``; it carries the two brackets
-    backwards. With zoneout on ``c``, ``c~_t = f * c_{t-1} + i * g`` is recomputed from the
-    saved gates and cells instead of being saved.
-
-    Args:
-      carry0: LSTMState((B, H), (B, H)); hiddens: (T, B, H); residuals: LSTMResiduals with
-      gates (T, B, 4H) and cells (T, B, H); d_hiddens: (T, B, H); d_carry_T: LSTMState;
-      masks: `RecurrenceMasks` of the window or None; zoneout: the cell's rates or None.
-    Returns: ``(d_xproj (T, B, 4H), d_carry0 LSTMState, {"W_h": (H, 4H)})``.
+    With zoneout on ``c``, ``c~_t = f * c_{t-1} + i * g`` is recomputed from the saved residuals.
+    Returns ``(d_xproj = da (T, B, 4H), d_carry0 LSTMState, {"W_h": (H, 4H)})``.
     """
     W_h_T = params["W_h"].T
     cells = residuals.cells
@@ -274,32 +249,30 @@ def lstm_backward(params, carry0, hiddens, residuals, d_hiddens, d_carry_T, mask
         dh_from_next, dc_from_next = carry
         g_t, c, keep_h_row, keep_c_row = inputs_t
         keep_h, keep_c = keep_factor(keep_h_row, rate_h), keep_factor(keep_c_row, rate_c)
-        c_prev = sweeps.previous_row(cells, t, carry0.cell)
+        c_prev = scans.previous_row(cells, t, carry0.cell)
         i, f, g, o = jnp.split(gates, 4, axis=-1)
         dh = g_t + dh_from_next
         dh_new = to_new(dh, keep_h)
         tanh_c = jnp.tanh(c if keep_c is None else f * c_prev + i * g)
         dc = to_new(dc_from_next, keep_c) + dh_new * o * (1 - tanh_c * tanh_c)
-        da = jnp.concatenate([dc * g * i * (1 - i),
-                              dc * c_prev * f * (1 - f),
-                              dc * i * (1 - g * g),
-                              dh_new * tanh_c * o * (1 - o)], axis=-1)
+        da = jnp.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f),
+                              dc * i * (1 - g * g), dh_new * tanh_c * o * (1 - o)], axis=-1)
         return (to_previous(dropped(matmul(da, W_h_T, matmul_dtype), recurrent), dh, keep_h),
                 to_previous(dc * f, dc_from_next, keep_c)), da, None
 
-    # On the CPU da is written over the gates row by row (`sweeps.reverse_sweep`).
-    (d_h0, d_c0), d_pre, _ = sweeps.reverse_sweep(
+    # On the CPU da is written over the gates row by row (`scans.reverse_scan`).
+    (d_h0, d_c0), d_pre, _ = scans.reverse_scan(
         step, tuple(d_carry_T), residuals.gates, (d_hiddens, cells, keep_h_rows, keep_c_rows))
-    h_prev = dropped(sweeps.previous(carry0.hidden, hiddens), recurrent)
-    grads = {"W_h": sum_outer(h_prev, d_pre, matmul_dtype)}
-    return d_pre, LSTMState(d_h0, d_c0), grads
+    return d_pre, LSTMState(d_h0, d_c0), {"W_h": _recurrent_weight_grad(
+        carry0.hidden, hiddens, recurrent, d_pre, matmul_dtype)}
 
 
 # ---------------------------------------------------------------------------------------------
 # GRU (the cuDNN / PyTorch formulation: the reset gate multiplies h W_hn + b_hn)
 # ---------------------------------------------------------------------------------------------
 def gru_init(key, input_size, hidden_size, recurrent_init="orthogonal", dtype=jnp.float32):
-    """Params ``{"W_x": (I, 3H), "W_h": (H, 3H), "b_x": (3H,), "b_h": (3H,)}``, packed ``[r, z, n]``."""
+    """Params ``{"W_x": (I, 3H), "W_h": (H, 3H), "b_x": (3H,), "b_h": (3H,)}``, packed
+    ``[r, z, n]``."""
     key_x, key_h = jax.random.split(key)
     return {"W_x": _input_weights(key_x, input_size, hidden_size, 3, dtype),
             "W_h": _recurrent_weights(key_h, hidden_size, 3, recurrent_init, dtype),
@@ -307,31 +280,21 @@ def gru_init(key, input_size, hidden_size, recurrent_init="orthogonal", dtype=jn
             "b_h": jnp.zeros((3 * hidden_size,), dtype)}
 
 
-def gru_forward_step(params, h_prev, xproj_t, masks_t=None, *, matmul_dtype=None,
-                     zoneout=None):
-    """One GRU step.
+def gru_forward_step(params, h_prev, xproj_t, masks_t=None, *, matmul_dtype=None, zoneout=None):
+    """One GRU step; h_prev: (B, H), xproj_t: (B, 3H); with ``[x_r, x_z, x_n] = xproj_t =
+    x_t W_x + b_x`` and ``[h_r, h_z, h_n] = (h_{t-1} * m) W_h + b_h`` (``m`` drops the state
+    entering the GEMM only, not the interpolation's ``z * h_{t-1}``)::
 
-    Forward, with ``[x_r, x_z, x_n] = xproj_t = x_t W_x + b_x``,
-    ``[h_r, h_z, h_n] = (h_{t-1} * m) W_h + b_h``, the recurrent dropout mask ``m`` (1 when off;
-    it drops the state entering the GEMM only, as in Gal & Ghahramani 2016, not the
-    interpolation's ``z * h_{t-1}``) and the zoneout factor ``k`` (the step's 0/1 mask in
-    training, the rate ``p_h`` in evaluation, 0 when off)::
+        r = sigmoid(x_r + h_r)      z = sigmoid(x_z + h_z)      n = tanh(x_n + r * h_n)
+        h~_t = (1 - z) * n + z * h_{t-1}       h_t = k * h_{t-1} + (1 - k) * h~_t
 
-        r = sigmoid(x_r + h_r)
-        z = sigmoid(x_z + h_z)
-        n = tanh(x_n + r * h_n)
-        h~_t = (1 - z) * n + z * h_{t-1}
-        h_t  = k * h_{t-1} + (1 - k) * h~_t
-
-    Args: h_prev: (B, H); xproj_t: (B, 3H); masks_t: `RecurrenceMasks` of (B, H) rows or None;
-      zoneout: the cell's rates ``(p_h, 0)`` or None.
     Returns ``(h_t, (h_t, GRUResiduals(gates=[r, z, n], hn=h_n)))``.
     """
     recurrent, keep, _ = step_regularisers(masks_t, zoneout)
-    hidden_size = h_prev.shape[-1]
-    x_rz, x_n = jnp.split(xproj_t, [2 * hidden_size], axis=-1)
+    rz_width = 2 * h_prev.shape[-1]
+    x_rz, x_n = jnp.split(xproj_t, [rz_width], axis=-1)
     h_rz, h_n = jnp.split(matmul(dropped(h_prev, recurrent), params["W_h"], matmul_dtype)
-                          + params["b_h"], [2 * hidden_size], axis=-1)
+                          + params["b_h"], [rz_width], axis=-1)
     # Both sigmoid gates in one tanh over (B, 2H): sigmoid(a) = 0.5 * tanh(a / 2) + 0.5.
     r, z = jnp.split(0.5 * jnp.tanh(0.5 * (x_rz + h_rz)) + 0.5, 2, axis=-1)
     n = jnp.tanh(x_n + r * h_n)
@@ -341,82 +304,43 @@ def gru_forward_step(params, h_prev, xproj_t, masks_t=None, *, matmul_dtype=None
 
 def gru_backward(params, h0, hiddens, residuals, d_hiddens, d_h_T, masks=None, *,
                  matmul_dtype=None, zoneout=None):
-    """Reverse-time sweep of a GRU layer.
-
-    Adjoint equations (``g_t`` = gradient arriving at ``h_t`` from above; ``m`` and ``k_t`` as in
-    `gru_forward_step`; without regularisers ``m = 1``, ``k = 0`` and ``dh~ = dh``)::
+    """Backward of a GRU layer; h0, d_h_T: (B, H); residuals: gates (T, B, 3H), hn (T, B, H).
+    With ``g_t = d_hiddens[t]`` and ``dh~`` the cotangent of ``h~_t`` (``dh`` without zoneout)::
 
         dh_t  = g_t + [dh~_{t+1} * z_{t+1} + (dgh_{t+1} W_h^T) * m + k_{t+1} * dh_{t+1}]
-        dh~   = (1 - k_t) * dh_t
-        da_n  = dh~ * (1 - z) * (1 - n^2)             (a_n = x_n + r * h_n)
-        da_z  = dh~ * (h_{t-1} - n) * z (1 - z)
-        da_r  = da_n * h_n * r (1 - r)
-        dxproj_t = [da_r, da_z, da_n]                 (gradient of x_t W_x + b_x)
-        dgh_t    = [da_r, da_z, da_n * r]             (gradient of (h_{t-1} * m) W_h + b_h)
+        dh~   = (1 - k_t) * dh_t                  da_n = dh~ * (1 - z) * (1 - n^2)
+        da_z  = dh~ * (h_{t-1} - n) * z (1 - z)    da_r = da_n * h_n * r (1 - r)
+        dxproj_t = [da_r, da_z, da_n]              (gradient of x_t W_x + b_x)
+        dgh_t    = [da_r, da_z, da_n * r]          (gradient of (h_{t-1} * m) W_h + b_h)
         dW_h = sum_t (h_{t-1} * m)^T dgh_t,  db_h = sum_t dgh_t
 
-    The carry sent back to ``h_{t-1}`` is the bracket.
-
-    Args:
-      h0: (B, H); hiddens: (T, B, H); residuals: GRUResiduals, gates (T, B, 3H), hn (T, B, H);
-      d_hiddens: (T, B, H); d_h_T: (B, H); masks: `RecurrenceMasks` of the window or None;
-      zoneout: the cell's rates or None.
-    Returns: ``(d_xproj (T, B, 3H), d_h0 (B, H), {"W_h": (H, 3H), "b_h": (3H,)})``.
+    Returns ``(d_xproj (T, B, 3H), d_h0 (B, H), {"W_h": (H, 3H), "b_h": (3H,)})``.
     """
     W_h_T = params["W_h"].T
     hidden_size = h0.shape[-1]
-    n_block = jnp.arange(3 * hidden_size) >= 2 * hidden_size
     recurrent, keep_rows, _, keep_rate, _ = window_regularisers(masks, zoneout)
 
-    def with_n_block(sequence, n_values):
-        """(T, B, 3H) with its n block replaced by n_values (T, B, H): one fused select (a
-        concatenate is a slice copy plus a concatenate kernel on XLA:CPU: 5.8 vs 2.1 ms)."""
-        return jnp.where(n_block, jnp.pad(n_values, ((0, 0), (0, 0), (2 * hidden_size, 0))),
-                         sequence)
-
-    def adjoints(dh_from_next, gates, t, g_t, h_n, keep_row):
-        """One step: ``(carry to h_{t-1}, dgh_t, (da_r, da_z, da_n))``."""
+    def step(dh_from_next, gates, t, inputs_t):
+        g_t, h_n, keep_row = inputs_t
         keep = keep_factor(keep_row, keep_rate)
-        h_prev = sweeps.previous_row(hiddens, t, h0)
         r, z, n = jnp.split(gates, 3, axis=-1)
         dh = g_t + dh_from_next
         dh_new = to_new(dh, keep)
         da_n = dh_new * (1 - z) * (1 - n * n)
-        da_z = dh_new * (h_prev - n) * z * (1 - z)
+        da_z = dh_new * (scans.previous_row(hiddens, t, h0) - n) * z * (1 - z)
         da_r = da_n * h_n * r * (1 - r)
         d_gh = jnp.concatenate([da_r, da_z, da_n * r], axis=-1)
         carry = to_previous(dh_new * z + dropped(matmul(d_gh, W_h_T, matmul_dtype), recurrent),
                             dh, keep)
-        return carry, d_gh, (da_r, da_z, da_n)
+        return carry, d_gh, da_n
 
-    def in_place(d_h_T, gates, d_hiddens, hn, keep_rows):
-        # dgh (the step's GEMM operand) is written over the gates (`sweeps.reverse_scan_in_place`),
-        # da_n is emitted as a (T, B, H) output, and dxproj is dgh with that n block.
-        def step(dh_from_next, gates_t, t, inputs_t):
-            carry, d_gh, (_, _, da_n) = adjoints(dh_from_next, gates_t, t, *inputs_t)
-            return carry, d_gh, da_n
-
-        d_h0, d_gh, d_a_n = sweeps.reverse_scan_in_place(step, d_h_T, gates,
-                                                         (d_hiddens, hn, keep_rows))
-        return d_h0, with_n_block(d_gh, d_a_n), d_gh
-
-    def stacked(d_h_T, gates, d_hiddens, hn, keep_rows):
-        # The sweep emits dxproj; dgh is dxproj with its n block times r, read from the gates.
-        def step(dh_from_next, gates_t, t, inputs_t):
-            carry, _, (da_r, da_z, da_n) = adjoints(dh_from_next, gates_t, t, *inputs_t)
-            return carry, jnp.concatenate([da_r, da_z, da_n], axis=-1), None
-
-        d_h0, d_xproj, _ = sweeps.reverse_scan_stacked(step, d_h_T, gates,
-                                                       (d_hiddens, hn, keep_rows))
-        reset = gates[..., :hidden_size]
-        return d_h0, d_xproj, with_n_block(d_xproj, d_xproj[..., 2 * hidden_size:] * reset)
-
-    # In place on the CPU, stacked elsewhere, as `sweeps.reverse_sweep` chooses for the other cells.
-    d_h0, d_xproj, d_gh = sweeps.by_platform(d_h_T, residuals.gates, d_hiddens, residuals.hn,
-                                             keep_rows, cpu=in_place, default=stacked)
-    h_prev = dropped(sweeps.previous(h0, hiddens), recurrent)
-    grads = {"W_h": sum_outer(h_prev, d_gh, matmul_dtype), "b_h": d_gh.sum(axis=(0, 1))}
-    return d_xproj, d_h0, grads
+    # dxproj and dgh differ in their n block only: dgh's is dxproj's times r, the gates' first.
+    d_h0, d_xproj, d_gh = scans.reverse_scan_two_gradients(
+        step, d_h_T, residuals.gates, (d_hiddens, residuals.hn, keep_rows),
+        tail_factor=lambda gates: gates[..., :hidden_size])
+    return d_xproj, d_h0, {"W_h": _recurrent_weight_grad(h0, hiddens, recurrent, d_gh,
+                                                        matmul_dtype),
+                           "b_h": d_gh.sum(axis=(0, 1))}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -467,26 +391,33 @@ class Cell(NamedTuple):
                 "zoneout": self.zoneout}
 
 
+def activation_applies(arch, activation):
+    """The rule for ``activation``, stated once: it is the vanilla RNN's option; the other cells
+    take none (None, or the default "tanh", which they ignore)."""
+    return arch == "rnn" or activation in (None, "tanh")
+
+
 def get_cell(arch, activation=None, matmul_dtype=None, zoneout=None):
-    """The `Cell` for ``arch`` in ("rnn", "lstm", "gru"); ``activation`` applies to "rnn" only;
-    ``matmul_dtype`` (None or "bfloat16", see `matmul`) and ``zoneout`` (None or
-    ``(p_h, p_c)``, see `regularisers.zoneout_rates`) are bound into all its functions."""
+    """The `Cell` for ``arch`` in ("rnn", "lstm", "gru"); ``activation`` applies to "rnn" only
+    (`activation_applies`); ``matmul_dtype`` (None or "bfloat16", see `matmul`) and ``zoneout``
+    (None or ``(p_h, p_c)``, see `regularisers.zoneout_rates`) are bound into all its functions."""
     if arch not in ARCHS:
         raise ConfigError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
     if matmul_dtype not in MATMUL_DTYPES:
         raise ConfigError(f"matmul_dtype must be None or 'bfloat16', got {matmul_dtype!r}")
-    if arch == "rnn":
-        activation = "tanh" if activation is None else activation
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"unknown activation {activation!r}; choose one of "
-                              f"{', '.join(ACTIVATIONS)}")
-    elif activation not in (None, "tanh"):
+    if not activation_applies(arch, activation):
         raise ConfigError(f"activation={activation!r} applies to arch=rnn only; drop it for "
                           f"arch={arch}")
-    else:
+    if arch != "rnn":
         activation = None
-    return _build_cell(arch, activation, matmul_dtype,
-                       regularisers.zoneout_rates(arch, zoneout))
+    elif activation is None:
+        activation = "tanh"
+    elif activation not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation {activation!r}; choose one of "
+                          f"{', '.join(ACTIVATIONS)}")
+    plain = _build_cell(arch, activation, matmul_dtype, None)
+    zoneout = regularisers.zoneout_rates(plain, zoneout)
+    return plain if zoneout is None else _build_cell(arch, activation, matmul_dtype, zoneout)
 
 
 def resolve(arch, activation=None, matmul_dtype=None, zoneout=None):
@@ -500,25 +431,6 @@ def resolve(arch, activation=None, matmul_dtype=None, zoneout=None):
     return get_cell(arch, activation, matmul_dtype, zoneout)
 
 
-def _window_forward(sweep, forward_step):
-    """``forward(params, carry0, xproj, masks=None)``: ``sweep`` (`sweeps.scan_forward` or
-    `sweeps.gates_in_place`) of ``forward_step``. With a `RecurrenceMasks` window, the zoneout
-    masks (T, B, H) are scanned alongside ``xproj`` and each step gets its rows and the (B, H)
-    recurrent mask; without, the plain sweep."""
-    plain = sweep(forward_step)
-
-    def forward(params, carry0, xproj, masks=None):
-        if masks is None:
-            return plain(params, carry0, xproj)
-        recurrent = masks.recurrent
-
-        def step(params, carry, xproj_t, rows_t):
-            return forward_step(params, carry, xproj_t, rows_t._replace(recurrent=recurrent))
-
-        return sweep(step)(params, carry0, xproj, masks._replace(recurrent=None))
-    return forward
-
-
 # Each arch's parts, by name. ``forward`` turns the bound step into the window's forward: the
 # LSTM and GRU write their gates (the same width as the input projection) over it in place.
 _CELL_PARTS = {
@@ -526,17 +438,17 @@ _CELL_PARTS = {
                 num_gates=1, input_weight="W_xh", input_bias="b_h", recurrent_weight="W_hh",
                 init=rnn_init,
                 zero_carry=_zero_hidden, forward_step=rnn_forward_step,
-                forward=sweeps.scan_forward, backward=rnn_backward),
+                forward=scans.scan_forward, backward=rnn_backward),
     "lstm": dict(param_names=("W_x", "W_h", "b"),
                  num_gates=4, input_weight="W_x", input_bias="b", recurrent_weight="W_h",
                  init=lstm_init,
                  zero_carry=_lstm_zero_carry, forward_step=lstm_forward_step,
-                 forward=sweeps.gates_in_place, backward=lstm_backward),
+                 forward=scans.gates_in_place, backward=lstm_backward),
     "gru": dict(param_names=("W_x", "W_h", "b_x", "b_h"),
                 num_gates=3, input_weight="W_x", input_bias="b_x", recurrent_weight="W_h",
                 init=gru_init,
                 zero_carry=_zero_hidden, forward_step=gru_forward_step,
-                forward=sweeps.gates_in_place, backward=gru_backward),
+                forward=scans.gates_in_place, backward=gru_backward),
 }
 
 
@@ -550,7 +462,7 @@ def _build_cell(arch, activation, matmul_dtype, zoneout):
     return Cell(name=arch, num_gates=parts["num_gates"], input_weight=parts["input_weight"],
                 input_bias=parts["input_bias"], init=parts["init"],
                 zero_carry=parts["zero_carry"], forward_step=forward_step,
-                forward=_window_forward(parts["forward"], forward_step),
+                forward=scans.window_forward(parts["forward"], forward_step),
                 backward=functools.partial(parts["backward"], **options),
                 matmul_dtype=matmul_dtype, recurrent_weight=parts["recurrent_weight"],
                 zoneout=zoneout, activation=activation, param_names=parts["param_names"])

@@ -8,7 +8,7 @@ import dataclasses
 import math
 from typing import Tuple
 
-from jaxrnn.cells import ACTIVATIONS, ARCHS, RECURRENT_INITS, resolve
+from jaxrnn.cells import ACTIVATIONS, ARCHS, RECURRENT_INITS, activation_applies, resolve
 from jaxrnn import regularisers
 from jaxrnn.errors import ConfigError
 from jaxrnn.unroll import BACKWARDS
@@ -216,7 +216,7 @@ def validate(config: Config) -> Config:
     """Check every field once; raise ConfigError with a one-line message naming the flag."""
     _choice(config, "arch", ARCHS)
     _choice(config, "activation", tuple(ACTIVATIONS))
-    _require(config.arch == "rnn" or config.activation == "tanh",
+    _require(activation_applies(config.arch, config.activation),
              f"--activation={config.activation} applies to --arch=rnn only; drop it")
     _choice(config, "recurrent_init", RECURRENT_INITS)
     _choice(config, "optimizer", OPTIMIZERS)

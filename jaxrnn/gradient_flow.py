@@ -14,10 +14,11 @@ recurrent part is gated by r). Plotted against the distance ``d = T - t`` (0 for
 and growing geometrically the exploding one (Pascanu et al. 2013): a step the gradient does not
 reach cannot be taught anything by the loss at the end of the window.
 
-``backward="manual"`` takes every ``g_t`` of a layer from one call of its hand-written reverse
-sweep (`Cell.backward`, no automatic differentiation); ``"autodiff"`` from `jax.grad` of the plain
-scan with respect to an additive zero perturbation of each input projection. The two agree to
-float64 round-off (tests/test_gradient_flow.py).
+``backward="manual"`` takes every ``g_t`` from the model's own hand-written backward (the output
+layer's `jaxrnn.model.head_backward`, then `jaxrnn.unroll.stack_backward`: one reverse sweep per
+layer, no automatic differentiation); ``"autodiff"`` from `jax.grad` of the plain scan with
+respect to an additive zero perturbation of each input projection. The two agree to float64
+round-off (tests/test_gradient_flow.py).
 
 This module measures; the tables, plots, JSON records and model specifications of the
 ``experiments.gradient_flow`` launcher are in `experiments.reporting`.
@@ -30,10 +31,9 @@ import numpy as np
 
 from jaxrnn.cells import Cell, project_inputs, resolve
 from jaxrnn.errors import ConfigError
-from jaxrnn.matmuls import matmul
-from jaxrnn.model import (hidden_size_of, init_params, output_log_probs, softmax_cotangent,
-                          token_nll, zero_state_for)
-from jaxrnn.unroll import BACKWARDS, stack_forward
+from jaxrnn.model import (head_backward, hidden_size_of, init_params, output_log_probs, token_nll,
+                          zero_state_for)
+from jaxrnn.unroll import BACKWARDS, stack_backward, stack_forward
 
 RELATIVE_FLOOR = 1e-3   # `reach`: the first distance where |g| < RELATIVE_FLOOR * |g| at d = 0
 
@@ -58,14 +58,17 @@ class GradientFlow(NamedTuple):
 def last_step_cotangent(params, last_hidden, last_targets, matmul_dtype=None):
     """dL_T/dh_T through the output layer, for ``L_T`` summed over streams.
 
-    ``y = h_T W_hy + b_y``, ``p = softmax(y)``: ``dy = p - onehot(target)``, ``dh_T = dy W_hy^T``.
+    ``y = h_T W_hy + b_y``, ``p = softmax(y)``: ``dy = p - onehot(target)``, ``dh_T = dy W_hy^T``:
+    the model's head backward (`jaxrnn.model.head_backward`) of a one-step window, whose mean
+    loss times B is ``L_T`` (cotangent ``d_loss = B``).
 
     Args: last_hidden: (B, H) top layer's ``h_T``; last_targets: (B,) int32.
     Returns: (B, H).
     """
-    d_logits = softmax_cotangent(output_log_probs(params, last_hidden, matmul_dtype),
-                                 last_targets)
-    return matmul(d_logits, params["W_hy"].T, matmul_dtype)
+    log_probs = output_log_probs(params, last_hidden, matmul_dtype)
+    _, d_hidden = head_backward(params, last_hidden[None], log_probs[None], last_targets[None],
+                                last_targets.size, matmul_dtype)
+    return d_hidden[0]
 
 
 def _last_step_only(d_last, seq_len):
@@ -74,21 +77,13 @@ def _last_step_only(d_last, seq_len):
 
 
 def _manual_projection_gradients(cell, params, inputs, targets, state):
-    """Hand-written sweeps, run from the top layer down; returns L arrays g (T, B, G), the
-    bottom layer's first."""
-    outputs, _, saved = stack_forward(cell, params["layers"], inputs, state)
-    zero_carry = jax.tree.map(jnp.zeros_like, state[-1])
-    d_hiddens = _last_step_only(
+    """The model's hand-written backward (`jaxrnn.unroll.stack_backward`) of ``L_T``, with no
+    gradient on the final state; returns its L arrays g (T, B, G), the bottom layer's first."""
+    outputs, _, residuals = stack_forward(cell, params["layers"], inputs, state)
+    d_outputs = _last_step_only(
         last_step_cotangent(params, outputs[-1], targets[-1], cell.matmul_dtype), len(outputs))
-    grads = [None] * len(saved)
-    for index in reversed(range(len(saved))):
-        layer_params, residuals = params["layers"][index], saved[index]
-        d_xproj, _, _ = cell.backward(layer_params, residuals.carry0, residuals.hiddens,
-                                      residuals.cell, d_hiddens, zero_carry)
-        grads[index] = d_xproj
-        if index > 0:  # the layer's input is the hiddens of the layer below
-            d_hiddens = matmul(d_xproj, layer_params[cell.input_weight].T, cell.matmul_dtype)
-    return grads
+    return stack_backward(cell, params["layers"], residuals, None, d_outputs,
+                          jax.tree.map(jnp.zeros_like, state)).projections
 
 
 def _autodiff_projection_gradients(cell, params, inputs, targets, state):

@@ -119,7 +119,7 @@ def softmax_cotangent(log_probs, targets):
                                                dtype=log_probs.dtype)
 
 
-def _head_backward(params, outputs, log_probs, targets, d_loss, matmul_dtype=None):
+def head_backward(params, outputs, log_probs, targets, d_loss, matmul_dtype=None):
     """Gradient of the mean cross-entropy through the output projection.
 
     With ``p = softmax(y)``, ``y = h W_hy + b_y`` over all ``N = T*B`` rows::
@@ -127,6 +127,7 @@ def _head_backward(params, outputs, log_probs, targets, d_loss, matmul_dtype=Non
         dy = d_loss * (p - onehot(target)) / N
         dW_hy = h^T dy      db_y = sum_rows dy      dh = dy W_hy^T
 
+    outputs: (T, B, H); log_probs: (T, B, V); targets: (T, B) int; d_loss: the loss's cotangent.
     Returns: ``({"W_hy", "b_y"} grads, d_outputs (T, B, H))``.
     """
     d_logits = softmax_cotangent(log_probs, targets) * (d_loss / targets.size)
@@ -156,12 +157,11 @@ def _manual_loss_bwd(cell, saved, cotangents):
     # bwd: (saved, (d_loss, d_final_state)) -> (d_params, None, None, d_state0, d_masks)
     params, targets, masks, outputs, log_probs, residuals = saved
     d_loss, d_final_state = cotangents
-    head_grads, d_outputs = _head_backward(params, outputs, log_probs, targets, d_loss,
-                                           cell.matmul_dtype)
-    layer_grads, _, d_state0, d_masks = stack_backward(
-        cell, params["layers"], residuals, masks, d_outputs, d_final_state)
+    head_grads, d_outputs = head_backward(params, outputs, log_probs, targets, d_loss,
+                                          cell.matmul_dtype)
+    grads = stack_backward(cell, params["layers"], residuals, masks, d_outputs, d_final_state)
     # Integer inputs and targets have no cotangent: None is JAX's symbolic zero here.
-    return {"layers": layer_grads, **head_grads}, None, None, d_state0, d_masks
+    return {"layers": grads.layers, **head_grads}, None, None, grads.state0, grads.masks
 
 
 _manual_loss.defvjp(_manual_loss_fwd, _manual_loss_bwd)

@@ -211,18 +211,18 @@ def window_regularisers(masks, zoneout):
     return masks.recurrent, masks.zoneout_hidden, masks.zoneout_cell, rates[0], rates[1]
 
 
-def zoneout_rates(arch, zoneout):
+def zoneout_rates(cell, zoneout):
     """``zoneout`` as ``(p_h, p_c)`` floats in [0, 1), or None when it is None or both are 0;
-    ``p_c`` (the cell state) is for arch="lstm" only."""
+    ``p_c`` (the cell state) is for an LSTM ``cell`` (a `jaxrnn.cells.Cell`) only."""
     if zoneout is None:
         return None
     if len(zoneout) != 2:
         raise ConfigError(f"zoneout must be (hidden rate, cell rate), got {zoneout!r}")
-    hidden, cell = (float(rate) for rate in zoneout)
-    for name, rate in (("zoneout_hidden", hidden), ("zoneout_cell", cell)):
+    hidden, cell_rate = (float(rate) for rate in zoneout)
+    for name, rate in (("zoneout_hidden", hidden), ("zoneout_cell", cell_rate)):
         if not 0.0 <= rate < 1.0:
             raise ConfigError(f"{name} must be in [0, 1), got {rate}")
-    if cell and arch != "lstm":
+    if cell_rate and cell.name != "lstm":
         raise ConfigError(f"zoneout_cell applies to arch=lstm only (its memory cell c); set it to "
-                          f"0 for arch={arch}")
-    return None if hidden == cell == 0.0 else (hidden, cell)
+                          f"0 for arch={cell.name}")
+    return None if hidden == cell_rate == 0.0 else (hidden, cell_rate)

@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from jaxrnn import checkpoint, config as config_lib, data, files, loop, model, runstate, sample
+from jaxrnn import cells
 from jaxrnn import train as train_lib
 from jaxrnn.errors import ConfigError
 
@@ -138,51 +139,53 @@ def _base(budget, **extra):
             "log_every": size["log_every"], **extra}
 
 
-def _counted_params(arch, vocab_size, hidden_size, num_layers):
-    """Number of parameters of `jaxrnn.model.init_params`' model, read from its shapes (no
-    arrays allocated)."""
-    shapes = jax.eval_shape(lambda: model.init_params(jax.random.key(0), arch, vocab_size,
+def _counted_params(cell, vocab_size, hidden_size, num_layers):
+    """Number of parameters of `jaxrnn.model.init_params`' model of ``cell`` (a
+    `jaxrnn.cells.Cell`), read from its shapes (no arrays allocated)."""
+    shapes = jax.eval_shape(lambda: model.init_params(jax.random.key(0), cell, vocab_size,
                                                       hidden_size, num_layers))
     return int(sum(math.prod(leaf.shape) for leaf in jax.tree.leaves(shapes)))
 
 
 @functools.lru_cache(maxsize=None)
-def _param_polynomial(arch, vocab_size, num_layers):
+def _param_polynomial(cell, vocab_size, num_layers):
     """``(a, b, c)`` with parameters = a H^2 + b H + c: every weight is H x H, H x (input) or a
     bias, so the count is quadratic in H; fitted exactly through H = 1, 2, 3."""
-    c1, c2, c3 = (_counted_params(arch, vocab_size, size, num_layers) for size in (1, 2, 3))
+    c1, c2, c3 = (_counted_params(cell, vocab_size, size, num_layers) for size in (1, 2, 3))
     a2 = c3 - 2 * c2 + c1                                       # 2a
     a, b = a2 // 2, (c2 - c1) - 3 * (a2 // 2)
     return a, b, c1 - a - b
 
 
-def param_count(arch, vocab_size, hidden_size, num_layers=1):
-    """Number of parameters of a model (no arrays allocated; `_param_polynomial`)."""
-    a, b, c = _param_polynomial(arch, vocab_size, num_layers)
+def param_count(cell, vocab_size, hidden_size, num_layers=1):
+    """Number of parameters of a model of ``cell`` (a `jaxrnn.cells.Cell`; no arrays allocated:
+    `_param_polynomial`)."""
+    a, b, c = _param_polynomial(cell, vocab_size, num_layers)
     return a * hidden_size ** 2 + b * hidden_size + c
 
 
-def hidden_for_params(arch, vocab_size, target, num_layers=1):
-    """The hidden size whose parameter count is closest to ``target``."""
+def hidden_for_params(cell, vocab_size, target, num_layers=1):
+    """The hidden size whose parameter count (for ``cell``, a `jaxrnn.cells.Cell`) is closest to
+    ``target``."""
     low, high = 1, 8192
     while low < high:                                   # smallest H with count >= target
         middle = (low + high) // 2
-        if param_count(arch, vocab_size, middle, num_layers) < target:
+        if param_count(cell, vocab_size, middle, num_layers) < target:
             low = middle + 1
         else:
             high = middle
     return min((low - 1, low), key=lambda size: abs(
-        param_count(arch, vocab_size, max(size, 1), num_layers) - target)) or 1
+        param_count(cell, vocab_size, max(size, 1), num_layers) - target)) or 1
 
 
 def _architectures(budget, vocab_size):
     hidden = _SIZES[budget]["hidden"]
-    target = param_count("lstm", vocab_size, hidden)
+    target = param_count(cells.resolve("lstm"), vocab_size, hidden)
     groups = []
     for sizing in ("equal_hidden", "equal_params"):
         for arch in ("rnn", "lstm", "gru"):
-            size = hidden if sizing == "equal_hidden" else hidden_for_params(arch, vocab_size,
-                                                                             target)
+            size = hidden if sizing == "equal_hidden" else hidden_for_params(
+                cells.resolve(arch), vocab_size, target)
             same = "lstm-equal_hidden" if sizing == "equal_params" and arch == "lstm" else None
             groups.append(Group(f"{arch}-{sizing}", {"sizing": sizing, "arch": arch,
                                                      "hidden_size": size},
@@ -368,7 +371,7 @@ def _cell_comparison(budget, vocab_size, *, reference_hidden, batch_size, dropou
         dropouts = dropouts[:1]
         models = [(name, spec) for name, spec in models if spec.get("num_layers", 1) == 1]
     reference_hidden = max(4, int(reference_hidden * size["scale"]))
-    target = param_count("lstm", vocab_size, reference_hidden)
+    target = param_count(cells.resolve("lstm"), vocab_size, reference_hidden)
     lr_phase = dict(num_steps=size["lr_steps"], eval_every=size["lr_steps"] // 2,
                     warmup_steps=size["lr_steps"] // 12)
     trained = dict(num_steps=size["cap"], eval_every=size["eval_every"])
@@ -376,7 +379,7 @@ def _cell_comparison(budget, vocab_size, *, reference_hidden, batch_size, dropou
     for model_name, spec in models:
         arch, layers = spec["arch"], spec.get("num_layers", 1)
         hidden = (reference_hidden if (arch, layers) == ("lstm", 1)
-                  else hidden_for_params(arch, vocab_size, target, layers))
+                  else hidden_for_params(cells.resolve(arch), vocab_size, target, layers))
         labels = {"model": model_name, "hidden_size": hidden}
         overrides = {"num_layers": layers, **spec, "hidden_size": hidden}
         rate_source = f"lr-{model_name}"
@@ -682,8 +685,9 @@ def run_group(study, group, config, seeds, *, log=print):
     result = {"group": group.name, "labels": group.labels, "config": config.to_dict(),
               "gradient_reach": reach,
               "runs": results, "best_run": None if best is None else results[best]["run"],
-              "sample": text, "note": group.note, "vocab_size": len(vocab), "num_params": param_count(config.arch, len(vocab),
-                                                        config.hidden_size, config.num_layers)}
+              "sample": text, "note": group.note, "vocab_size": len(vocab),
+              "num_params": param_count(config.cell, len(vocab), config.hidden_size,
+                                        config.num_layers)}
     _write_json(pathlib.Path(config.output_dir) / RESULT_FILE, result)
     return result
 

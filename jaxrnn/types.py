@@ -142,6 +142,24 @@ class WindowMasks(NamedTuple):
     zoneout_cell: Optional[Array] = None
 
 
+class StackGradients(NamedTuple):
+    """What the manual backward of a stack of L layers returns (`jaxrnn.unroll.stack_backward`).
+
+    layers: list of L gradient dicts, like the layers' parameters.
+    inputs: (T, B, I) gradient of the float inputs, None for character ids.
+    state0: tuple of L carries, the gradient of the initial state.
+    masks: None without masks, else a `WindowMasks` of the output masks' gradient.
+    projections: list of L (T, B, G) gradients of each layer's input projection
+        ``x W_x + b_x`` (`jaxrnn.gradient_flow` measures them).
+    """
+
+    layers: list
+    inputs: Optional[Array]
+    state0: tuple
+    masks: Optional[WindowMasks]
+    projections: list
+
+
 class TrainState(NamedTuple):
     """Everything that evolves during training; a checkpoint saves exactly this.
 

@@ -16,7 +16,9 @@ Two ways to run the same stack of layers over a window, with identical forward v
   ``(T*B, I) x (I, G)`` GEMM otherwise), the scan body is the one ``(B, H) x (H, G)`` GEMM plus fused
   element-wise work, and the backward is each cell's reverse sweep followed by large GEMMs for the
   weight gradients. `unroll` wraps it in a ``jax.custom_vjp`` for float inputs; `jaxrnn.model` wraps
-  the whole language-model loss the same way.
+  the whole language-model loss the same way. The whole manual path of a layer and of the stack
+  is here (`layer_forward` / `layer_backward`, `stack_forward` / `stack_backward`); each cell's
+  step and its backward are `jaxrnn.cells`, the scans they run in `jaxrnn.scans`.
 
 Layer inputs are ``(T, B) int32`` character ids or ``(T, B, I)`` floats; masks, where given, are
 a `jaxrnn.types.WindowMasks` of training-time multipliers: the layers' outputs (dropout and
@@ -33,7 +35,7 @@ from jaxrnn import validate
 from jaxrnn.cells import make_step, project_inputs, resolve
 from jaxrnn.errors import ConfigError
 from jaxrnn.matmuls import matmul, sum_outer
-from jaxrnn.types import LayerMasks, LayerResiduals, RecurrenceMasks
+from jaxrnn.types import LayerMasks, LayerResiduals, RecurrenceMasks, StackGradients
 
 BACKWARDS = ("manual", "autodiff")
 
@@ -163,7 +165,7 @@ def layer_backward(cell, params, residuals, d_hiddens, d_carry_T, masks=None):
         db_x = sum over all N rows of dXproj
         dX   = dXproj W_x^T (one (N, G) x (G, I) GEMM; None for ids)
 
-    Returns: ``(grads like params, d_inputs (T, B, I) or None, d_carry0)``.
+    Returns: ``(grads like params, d_inputs (T, B, I) or None, d_carry0, d_xproj (T, B, G))``.
     """
     masks = _or_no_masks(masks)
     d_xproj, d_carry0, grads = cell.backward(
@@ -182,7 +184,7 @@ def layer_backward(cell, params, residuals, d_hiddens, d_carry_T, masks=None):
     else:
         grads[cell.input_weight] = sum_outer(residuals.inputs, d_xproj, cell.matmul_dtype)
         d_inputs = matmul(d_xproj, weight.T, cell.matmul_dtype)
-    return grads, d_inputs, d_carry0
+    return grads, d_inputs, d_carry0, d_xproj
 
 
 def stack_forward(cell, layers, inputs, state, masks=None):
@@ -211,12 +213,13 @@ def stack_backward(cell, layers, residuals, masks, d_outputs, d_final_state):
     Args:
       residuals: from `stack_forward`; masks: None or a `WindowMasks`;
       d_outputs: (T, B, H) cotangent of the top outputs; d_final_state: cotangent of final_state.
-    Returns: ``(layer_grads list, d_inputs or None, d_state0 tuple, d_masks)``: d_masks is None
-    without masks, else a `WindowMasks` holding the output masks' cotangent (L, T or 1, B, H) and
-    None (zero) for the others: every mask is drawn from a key, and nothing differentiates it.
+    Returns: a `StackGradients`; its masks are None without masks, else a `WindowMasks` holding
+    the output masks' cotangent (L, T or 1, B, H) and None (zero) for the others: every mask is
+    drawn from a key, and nothing differentiates it.
     """
     num_layers = len(layers)
     layer_grads, d_state0, d_masks = [None] * num_layers, [None] * num_layers, [None] * num_layers
+    d_projections = [None] * num_layers
     output_masks = _output_masks(masks)
     d_x = d_outputs
     for index in reversed(range(num_layers)):
@@ -226,13 +229,13 @@ def stack_backward(cell, layers, residuals, masks, d_outputs, d_final_state):
             if output_masks.shape[1] == 1:
                 d_masks[index] = d_masks[index].sum(axis=0, keepdims=True)
         d_hiddens = _apply_mask(d_x, output_masks, index)
-        layer_grads[index], d_x, d_state0[index] = layer_backward(
+        layer_grads[index], d_x, d_state0[index], d_projections[index] = layer_backward(
             cell, layers[index], layer_residuals, d_hiddens, d_final_state[index],
             layer_masks(masks, index))
-    if masks is None:
-        return layer_grads, d_x, tuple(d_state0), None
-    d_masks = type(masks)(outputs=None if output_masks is None else jnp.stack(d_masks))
-    return layer_grads, d_x, tuple(d_state0), d_masks
+    if masks is not None:
+        d_masks = type(masks)(outputs=None if output_masks is None else jnp.stack(d_masks))
+    return StackGradients(layer_grads, d_x, tuple(d_state0), None if masks is None else d_masks,
+                          d_projections)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,9 +257,8 @@ def _manual_unroll_bwd(cell, saved, cotangents):
     # bwd: ((layers, residuals), (d_outputs, d_final_state)) -> (d_layers, d_xs, d_state)
     layers, residuals = saved
     d_outputs, d_final_state = cotangents
-    layer_grads, d_xs, d_state0, _ = stack_backward(cell, layers, residuals, None, d_outputs,
-                                                     d_final_state)
-    return layer_grads, d_xs, d_state0
+    grads = stack_backward(cell, layers, residuals, None, d_outputs, d_final_state)
+    return grads.layers, grads.inputs, grads.state0
 
 
 _manual_unroll.defvjp(_manual_unroll_fwd, _manual_unroll_bwd)

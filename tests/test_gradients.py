@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import jaxrnn
-from jaxrnn import cells, matmuls, model, regularisers, sweeps, unroll
+from jaxrnn import cells, matmuls, model, regularisers, scans, unroll
 
 V, H, B, T = 7, 5, 3, 6
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("rnn", "sigmoid"), ("rnn", "identity"),
@@ -215,7 +215,7 @@ def test_manual_path_has_no_automatic_differentiation():
     """Source check: the modules of the manual path never use JAX's differentiation APIs
     (attribute access such as ``jax.grad`` or an import of the name; docstrings may mention them)."""
     forbidden = {"grad", "value_and_grad", "vjp", "jvp", "linearize", "jacrev", "jacfwd", "hessian"}
-    for module in (cells, sweeps, matmuls, unroll, model, regularisers):
+    for module in (cells, scans, matmuls, unroll, model, regularisers):
         tree = ast.parse(inspect.getsource(module))
         found = [node.attr for node in ast.walk(tree)
                  if isinstance(node, ast.Attribute) and node.attr in forbidden]
@@ -234,7 +234,7 @@ def test_other_platforms_sweep_form_matches_autodiff_float64(x64, monkeypatch, a
         chosen.append(default)
         return default(*args)
 
-    monkeypatch.setattr(sweeps, "by_platform", default_form)
+    monkeypatch.setattr(scans, "by_platform", default_form)
     params, inputs, targets, state = _problem(arch, activation, 2, True, jnp.float64)
     grads = {backward: jax.jit(jax.grad(_loss(arch, activation, backward, inputs, targets),
                                         (0, 1)))(params, state)

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import jaxrnn
-from jaxrnn import cells, config as config_lib, data, model, regularisers, sweeps, train
+from jaxrnn import cells, config as config_lib, data, model, regularisers, scans, train
 from jaxrnn.errors import ConfigError
 from jaxrnn.types import WindowMasks
 from jaxrnn.unroll import stack_forward
@@ -106,7 +106,7 @@ def test_with_dropout_and_on_the_other_platforms_sweep_form(x64, monkeypatch):
     """All the regularisers with today's dropout on top (their output masks multiply), through
     `loss_fn`'s own key, in the sweeps' form for GPUs (stacked outputs, which
     `jax.lax.platform_dependent` never picks on the CPU): manual == autodiff, for every cell."""
-    monkeypatch.setattr(sweeps, "by_platform",
+    monkeypatch.setattr(scans, "by_platform",
                         lambda *args, cpu, default: default(*args))
     for arch in jaxrnn.ARCHS:
         params, inputs, targets, state = _problem(arch, None, 2, True, jnp.float64)

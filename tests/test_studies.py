@@ -7,7 +7,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from jaxrnn import checkpoint, studies
+from jaxrnn import cells, checkpoint, studies
 from jaxrnn.report import study as study_report, study_tables
 from jaxrnn.errors import ConfigError
 
@@ -24,7 +24,8 @@ def test_every_study_definition_builds_valid_configs(tmp_path, name, budget):
                    if key != "part") or study.explore
     if name == "architectures":
         counts = {group.labels["arch"]: studies.param_count(
-            group.labels["arch"], 65, group.labels["hidden_size"]) for group in study.groups
+            cells.resolve(group.labels["arch"]), 65, group.labels["hidden_size"])
+            for group in study.groups
             if group.labels["sizing"] == "equal_params"}
         assert max(counts.values()) / min(counts.values()) < 1.05     # equal parameter counts
 
@@ -32,16 +33,18 @@ def test_every_study_definition_builds_valid_configs(tmp_path, name, budget):
 @pytest.mark.parametrize("arch", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("num_layers", [1, 2])
 def test_param_count_equals_the_initialised_models(arch, num_layers):
+    cell = cells.resolve(arch)
     for hidden_size in (5, 64, 269):
-        assert studies.param_count(arch, 65, hidden_size, num_layers) == \
-            studies._counted_params(arch, 65, hidden_size, num_layers)
+        assert studies.param_count(cell, 65, hidden_size, num_layers) == \
+            studies._counted_params(cell, 65, hidden_size, num_layers)
 
 
 def test_hidden_for_params_inverts_param_count():
     for arch in ("rnn", "lstm", "gru"):
-        target = studies.param_count("lstm", 65, 100)
-        size = studies.hidden_for_params(arch, 65, target)
-        best = min(range(1, 400), key=lambda h: abs(studies.param_count(arch, 65, h) - target))
+        cell = cells.resolve(arch)
+        target = studies.param_count(cells.resolve("lstm"), 65, 100)
+        size = studies.hidden_for_params(cell, 65, target)
+        best = min(range(1, 400), key=lambda h: abs(studies.param_count(cell, 65, h) - target))
         assert size == best
 
 
