@@ -14,11 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn import checkpoint, data, files, interrupt, parallel, runstate, sample
+from jaxrnn import checkpoint, data, files, interrupt, parallel, runchecks, runstate, sample
 from jaxrnn import train as train_lib
-from jaxrnn import validate
-from jaxrnn.errors import ConfigError, FolderBusyError, JaxrnnError, StorageError
-from jaxrnn.errors import TrainingDivergedError
+from jaxrnn.errors import FolderBusyError, JaxrnnError, StorageError
 
 CHECKPOINT_SUBDIR = "checkpoint"
 SPIKE_NATS = 0.5   # a step whose loss exceeds the previous step's by more is a loss spike
@@ -96,32 +94,6 @@ def _save(config, vocab, directory, train_state, best_val_loss, best=False):
     return time.perf_counter()
 
 
-def _check_chunk(config, metrics, step, consecutive, checkpoint_dir, vocab_size):
-    """Raise `TrainingDivergedError` when a chunk diverged (`jaxrnn.validate.check_losses`: a
-    non-finite loss, or a mean above the divergence limit); with ``skip_nonfinite`` the skipped
-    steps are left out of that check and counted instead, and ``max_consecutive_nonfinite``
-    skipped steps in a row raise. Returns the count of skipped steps in a row at the chunk's end,
-    from ``consecutive`` at its start."""
-    kept = (checkpoint_dir / checkpoint.META_FILE).exists()
-    if not config.skip_nonfinite:
-        validate.check_losses(metrics["loss"], step + 1, vocab_size, checkpoint_dir, kept=kept)
-        return 0
-    skipped = metrics["skipped"].astype(bool)
-    for index, skip in enumerate(skipped):
-        consecutive = consecutive + 1 if skip else 0
-        if consecutive >= config.max_consecutive_nonfinite:
-            where = (f"the last good checkpoint is kept in {checkpoint_dir}" if kept
-                     else "no checkpoint was saved yet")
-            raise TrainingDivergedError(
-                f"{consecutive} steps in a row up to step {step + index + 1} had a non-finite "
-                f"loss or gradient and were skipped; {where}; lower --learning_rate or "
-                "--clip_norm")
-    if (~skipped).any():
-        validate.check_losses(metrics["loss"][~skipped], step + 1, vocab_size, checkpoint_dir,
-                              kept=kept)
-    return consecutive
-
-
 def _compile(jitted, *args):
     """Ahead-of-time compile, so that compile time is reported apart from step time."""
     start = time.perf_counter()
@@ -180,8 +152,8 @@ def train(config, *, log=print, stop_at_step=None, overwrite=False):
     folder's lock (`jaxrnn.files.folder_lock`, taken by process 0 and held until this returns or
     raises: a second run into the folder gets `FolderBusyError`), then the folder itself (without
     ``config.resume`` it must not hold another run, unless ``overwrite``;
-    `jaxrnn.validate.prepare_output_dir`). A chunk of steps whose loss is not finite or above
-    `jaxrnn.validate.divergence_limit` raises `TrainingDivergedError` before anything is saved.
+    `jaxrnn.runchecks.prepare_output_dir`). A chunk of steps whose loss is not finite or above
+    `jaxrnn.runchecks.divergence_limit` raises `TrainingDivergedError` before anything is saved.
     A full or failing disk while saving a checkpoint or appending to ``metrics.jsonl`` raises
     `StorageError` naming the last checkpoint saved (intact), its ``rerun`` set to ``--resume``
     (``--overwrite`` when none was saved yet).
@@ -205,10 +177,10 @@ def _train(config, log, stop_at_step, received, overwrite, held):
     streams = data.make_streams(corpus.train, config.batch_size, config.seq_len,
                                 name="training split")
     num_windows = data.num_windows(streams, config.seq_len)
-    validate.check_memory(config.cell, len(corpus.vocab), config.hidden_size, config.num_layers,
+    runchecks.check_memory(config.cell, len(corpus.vocab), config.hidden_size, config.num_layers,
                           config.batch_size, config.seq_len, train_lib.dtype_of(config)(0).itemsize)
     _lock_as_writer(held, config.output_dir)       # before the folder is checked or written
-    output_dir = validate.prepare_output_dir(
+    output_dir = runchecks.prepare_output_dir(
         config.output_dir, overwrite=overwrite, checkpoint_subdir=CHECKPOINT_SUBDIR,
         run_files=() if config.resume else (f"{CHECKPOINT_SUBDIR}/{checkpoint.META_FILE}",
                                             "metrics.jsonl"))
@@ -246,8 +218,8 @@ def _train(config, log, stop_at_step, received, overwrite, held):
         new_state, metrics, seconds = run_chunk(length, train_state, streams)
         train_seconds += seconds
         steps_timed += length
-        consecutive = _check_chunk(config, metrics, step, consecutive, checkpoint_dir,
-                                   len(corpus.vocab))
+        consecutive = runchecks.check_chunk(config, metrics, step, consecutive,
+                                            checkpoint_dir, len(corpus.vocab))
         train_state, step = new_state, step + length
         pending.append(metrics)
         if step % config.log_every == 0 or step == config.num_steps:
@@ -392,20 +364,7 @@ def _keep_best(improved, best_states, train_states):
 
 
 def _sweep(config, seeds, learning_rates, clip_norms, patience, log, received, held):
-    if config.data_parallel:
-        raise ConfigError("--data_parallel is not supported by the sweep; drop it (the runs of a "
-                          "sweep share the devices as one vmapped program)")
-    if not isinstance(patience, int) or patience < 0:
-        raise ConfigError(f"--patience must be an integer >= 0 (0: train every step), got "
-                          f"{patience!r}")
-    if not seeds:
-        raise ConfigError("--seeds is empty; give at least one seed, e.g. --seeds=0,1,2")
-    if any(not rate > 0 or not np.isfinite(rate) for rate in learning_rates or ()):
-        raise ConfigError("--learning_rates must all be finite and > 0, got "
-                          + ",".join(f"{rate:g}" for rate in learning_rates))
-    if any(not clip > 0 for clip in clip_norms or ()):
-        raise ConfigError("--clip_norms must all be > 0 (inf: no clipping), got "
-                          + ",".join(f"{clip:g}" for clip in clip_norms))
+    runchecks.check_sweep(config, seeds, learning_rates, clip_norms, patience)
     learning_rates = [config.learning_rate] if not learning_rates else list(learning_rates)
     clip_norms = [config.clip_norm] if not clip_norms else list(clip_norms)
     runs = [(seed, rate, clip) for rate in learning_rates for clip in clip_norms for seed in seeds]
@@ -414,11 +373,11 @@ def _sweep(config, seeds, learning_rates, clip_norms, patience, log, received, h
     streams = jax.device_put(data.make_streams(corpus.train, config.batch_size, config.seq_len,
                                                name="training split"))
     num_windows = data.num_windows(streams, config.seq_len)
-    validate.check_memory(config.cell, len(corpus.vocab), config.hidden_size, config.num_layers,
+    runchecks.check_memory(config.cell, len(corpus.vocab), config.hidden_size, config.num_layers,
                           config.batch_size, config.seq_len,
                           train_lib.dtype_of(config)(0).itemsize, runs=len(runs))
     held.enter_context(files.folder_lock(config.output_dir, "--output_dir"))  # before any write
-    output_dir = validate.prepare_output_dir(config.output_dir)
+    output_dir = runchecks.prepare_output_dir(config.output_dir)
     records_path = output_dir / "sweep.jsonl"
     run_paths = [output_dir / "runs" / name / "metrics.jsonl" for name in names]
     for path in run_paths:
@@ -456,7 +415,7 @@ def _sweep(config, seeds, learning_rates, clip_norms, patience, log, received, h
         train_seconds += seconds
         losses = metrics["loss"]                                         # (S, length)
         for index, run_losses in enumerate(losses):
-            bad = validate.first_divergent_step(run_losses, len(corpus.vocab))
+            bad = runchecks.first_divergent_step(run_losses, len(corpus.vocab))
             if diverged_at[index] is None and bad is not None:
                 diverged_at[index] = step + bad + 1
                 log(f"  run {names[index]} diverged at step {diverged_at[index]} (loss "

@@ -13,7 +13,7 @@ import time
 import pytest
 from conftest import track
 
-from jaxrnn import checkpoint, files, loop, validate
+from jaxrnn import checkpoint, files, loop, runchecks
 from jaxrnn.errors import ConfigError, FolderBusyError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,8 +106,8 @@ def test_training_checks_and_writes_its_folder_only_under_the_lock(tmp_path, mon
             return function(*args, **kwargs)
         return wrapped
 
-    monkeypatch.setattr(validate, "prepare_output_dir",
-                        spy("check", validate.prepare_output_dir))
+    monkeypatch.setattr(runchecks, "prepare_output_dir",
+                        spy("check", runchecks.prepare_output_dir))
     monkeypatch.setattr(files, "append_line", spy("metrics", files.append_line))
     monkeypatch.setattr(checkpoint, "save_checkpoint", spy("save", checkpoint.save_checkpoint))
     loop.train(config, log=_quiet)
