@@ -1,10 +1,10 @@
-"""A run's state on disk: what a checkpoint's metadata holds, resuming a run from a checkpoint
-(refusing one that does not match the flags, with a hint for ``train --resume``), and loading a
-trained model for evaluation and sampling. The files themselves (atomic, checksummed,
-pickle-free) are `jaxrnn.checkpoint`'s."""
+"""A run's state on disk: what a checkpoint's metadata holds, saving a run's checkpoint, resuming
+a run from one (refusing one that does not match the flags, with a hint for ``train --resume``),
+and loading a trained model for evaluation and sampling. The files themselves (atomic,
+checksummed, pickle-free) are `jaxrnn.checkpoint`'s."""
 import jax
 
-from jaxrnn import checkpoint, config as config_lib
+from jaxrnn import checkpoint, config as config_lib, parallel
 from jaxrnn import train as train_lib
 from jaxrnn.errors import CheckpointError
 
@@ -15,6 +15,16 @@ def checkpoint_metadata(config, vocab, train_state, best_val_loss, extra=None):
     return {"config": config.to_dict(), "vocab": vocab, "step": int(train_state.step),
             "epoch": int(train_state.epoch), "window": int(train_state.window),
             "best_val_loss": best_val_loss, **(extra or {})}
+
+
+def save(config, vocab, directory, train_state, best_val_loss, best=False):
+    """Checkpoint ``train_state`` (every process must call this; process 0 writes) as the latest,
+    a step record kept per ``config.keep``, and with ``best`` as the best."""
+    host_state = parallel.gather_to_host(train_state)
+    if jax.process_index() == 0:
+        checkpoint.save_checkpoint(directory, state_pytree=host_state, step=int(host_state.step),
+                                   keep=config.keep, best=best, metadata=checkpoint_metadata(
+                                       config, vocab, host_state, best_val_loss))
 
 
 def resume(config, vocab, directory):
