@@ -132,6 +132,22 @@ def test_training_into_a_folder_another_process_writes_is_refused(tmp_path, tiny
     assert (folder / "metrics.jsonl").read_text() == '{"kind": "train"}\n'
 
 
+
+def test_a_sweep_into_a_folder_another_process_writes_is_refused(tmp_path, tiny_run_config):
+    """The sweep takes the same lock (one runner with `train`): refused before anything in the
+    folder is written, and its lock is released after a sweep that ran."""
+    config = tiny_run_config(TEXT)
+    folder = tmp_path / "run"
+    holder = _holder(folder)
+    with pytest.raises(FolderBusyError) as caught:
+        loop.sweep(config, [0], log=_quiet)
+    assert f"is being written by another process (pid {holder.pid} " in _one_line(caught.value)
+    assert sorted(os.listdir(folder)) == [files.LOCK_FILE]
+    holder.stdin.close()
+    assert holder.wait(timeout=60) == 0
+    loop.sweep(config, [0], log=_quiet)
+    assert (folder / "sweep.jsonl").exists() and not files.locked_by_anyone(folder)
+
 def _launch(tmp_path, arch):
     flags = ["--hidden_size=8", "--batch_size=2", "--seq_len=8", "--num_steps=40",
              "--steps_per_call=10", "--eval_every=20", "--log_every=10", "--sample_length=5",
