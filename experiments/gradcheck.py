@@ -28,8 +28,8 @@ def main(argv):
     if FLAGS.dtype not in ("float32", "float64"):
         from jaxrnn.errors import ConfigError
         raise ConfigError(f"--dtype must be float32 or float64, got {FLAGS.dtype!r}")
-    from jaxrnn import validate
-    cases = validate.gradcheck_cases(
+    from experiments import checks
+    cases = checks.gradcheck_cases(
         FLAGS.archs, FLAGS.activations, activations_given=FLAGS["activations"].present,
         vocab_size=FLAGS.vocab_size, hidden_size=FLAGS.hidden_size, seq_len=FLAGS.seq_len,
         batch_size=FLAGS.batch_size, num_layers=FLAGS.num_layers, dtype=FLAGS.dtype)

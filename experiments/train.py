@@ -5,8 +5,8 @@ it learns and finishing with the test-split bits per character and the checkpoin
 """
 from absl import flags
 
-from experiments import common
-from jaxrnn import loop, parallel, validate
+from experiments import checks, common
+from jaxrnn import loop, parallel
 
 common.define_config_flags()
 flags.adopt_module_key_flags(common)   # --helpshort lists them
@@ -21,8 +21,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     config = common.config_from_flags()
-    validate.distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-                         config.data_parallel)
+    checks.distributed(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                       config.data_parallel)
     if FLAGS.num_processes > 1:
         parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                         FLAGS.process_id)

@@ -1,24 +1,27 @@
 """The host-side training loop: data, compiled chunks of steps, logging, evaluation, checkpoints.
 
-`train(config)` is what ``python -m experiments.train`` calls. All math is in `jaxrnn.train`
-(pure, jitted); this module only moves data between the host and those functions, prints progress,
-appends metrics to ``<output_dir>/metrics.jsonl`` and keeps ``<output_dir>/checkpoint`` current.
+`train(config)` (one run: ``python -m experiments.train``) and `sweep` (a vmapped group of runs:
+``experiments.sweep``) share one runner: `_opened` (corpus, memory, the output folder's lock and
+checks, deferred signals) and `_run_chunks` (the chunks, the log and evaluation steps,
+interrupts); each hands it the records it writes as small functions, and a single run adds its
+checkpoints and resume (`jaxrnn.runstate`). All math is in `jaxrnn.train` (pure, jitted); this
+module only moves data between the host and those functions, prints progress, appends metrics to
+``<output_dir>/metrics.jsonl`` and keeps ``<output_dir>/checkpoint`` current.
 """
 import contextlib
 import functools
 import json
 import os
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn import checkpoint, data, files, interrupt, parallel, runstate, sample
+from jaxrnn import checkpoint, data, files, interrupt, parallel, runchecks, runstate, sample
 from jaxrnn import train as train_lib
-from jaxrnn import validate
-from jaxrnn.errors import ConfigError, FolderBusyError, JaxrnnError, StorageError
-from jaxrnn.errors import TrainingDivergedError
+from jaxrnn.errors import FolderBusyError, JaxrnnError, StorageError
 
 CHECKPOINT_SUBDIR = "checkpoint"
 SPIKE_NATS = 0.5   # a step whose loss exceeds the previous step's by more is a loss spike
@@ -85,43 +88,6 @@ def _chunk_length(config, step):
     return min(config.steps_per_call, boundary - step)
 
 
-def _save(config, vocab, directory, train_state, best_val_loss, best=False):
-    """Checkpoint ``train_state`` (every process must call this; process 0 writes) as the latest,
-    a step record kept per ``config.keep``, and with ``best`` as the best; returns the time."""
-    host_state = parallel.gather_to_host(train_state)
-    if jax.process_index() == 0:
-        checkpoint.save_checkpoint(directory, state_pytree=host_state, step=int(host_state.step),
-                                   keep=config.keep, best=best, metadata=runstate.checkpoint_metadata(
-                                       config, vocab, host_state, best_val_loss))
-    return time.perf_counter()
-
-
-def _check_chunk(config, metrics, step, consecutive, checkpoint_dir, vocab_size):
-    """Raise `TrainingDivergedError` when a chunk diverged (`jaxrnn.validate.check_losses`: a
-    non-finite loss, or a mean above the divergence limit); with ``skip_nonfinite`` the skipped
-    steps are left out of that check and counted instead, and ``max_consecutive_nonfinite``
-    skipped steps in a row raise. Returns the count of skipped steps in a row at the chunk's end,
-    from ``consecutive`` at its start."""
-    kept = (checkpoint_dir / checkpoint.META_FILE).exists()
-    if not config.skip_nonfinite:
-        validate.check_losses(metrics["loss"], step + 1, vocab_size, checkpoint_dir, kept=kept)
-        return 0
-    skipped = metrics["skipped"].astype(bool)
-    for index, skip in enumerate(skipped):
-        consecutive = consecutive + 1 if skip else 0
-        if consecutive >= config.max_consecutive_nonfinite:
-            where = (f"the last good checkpoint is kept in {checkpoint_dir}" if kept
-                     else "no checkpoint was saved yet")
-            raise TrainingDivergedError(
-                f"{consecutive} steps in a row up to step {step + index + 1} had a non-finite "
-                f"loss or gradient and were skipped; {where}; lower --learning_rate or "
-                "--clip_norm")
-    if (~skipped).any():
-        validate.check_losses(metrics["loss"][~skipped], step + 1, vocab_size, checkpoint_dir,
-                              kept=kept)
-    return consecutive
-
-
 def _compile(jitted, *args):
     """Ahead-of-time compile, so that compile time is reported apart from step time."""
     start = time.perf_counter()
@@ -169,6 +135,79 @@ def seconds_per_step(config, num_runs=1, *, log=print):
     return seconds / (TIMED_CHUNKS * config.steps_per_call)
 
 
+@contextlib.contextmanager
+def _opened(config, rerun, runs=1, **folder_checks):
+    """``(received, corpus, streams (B, W*T+1) on the host, output folder)`` for the body of a run
+    of ``runs`` vmapped runs, once its memory, the folder's lock (held to the end) and the folder
+    (`runchecks.prepare_output_dir` with ``folder_checks``) passed; the first SIGINT/SIGTERM is
+    deferred into ``received``; a `StorageError` leaves with ``rerun()`` as its rerun."""
+    with interrupt.deferred_signals() as received, contextlib.ExitStack() as held:
+        try:
+            corpus = data.load_corpus(config.data, config.split)
+            streams = data.make_streams(corpus.train, config.batch_size, config.seq_len,
+                                        name="training split")
+            runchecks.check_memory(config.cell, len(corpus.vocab), config.hidden_size,
+                                   config.num_layers, config.batch_size, config.seq_len,
+                                   train_lib.dtype_of(config)(0).itemsize, runs=runs)
+            _lock_as_writer(held, config.output_dir)   # before the folder is checked or written
+            yield received, corpus, streams, runchecks.prepare_output_dir(config.output_dir,
+                                                                          **folder_checks)
+        except StorageError as error:
+            error.rerun = rerun()
+            raise
+
+
+class Progress(NamedTuple):
+    """The host loop after a chunk: its ``step``, the loop's ``start`` (`time.perf_counter`) and
+    ``elapsed`` seconds, and the ``train_seconds`` and ``steps`` of this call's chunks."""
+    step: int
+    start: float
+    elapsed: float
+    train_seconds: float
+    steps: int
+
+
+def _run_chunks(config, log, make_chunk, train_state, chunk_args, step, received, *, what="",
+                evaluate, val_streams, on_chunk, on_log, on_eval, stopped, save=None):
+    """The host loop of `train` and `sweep`: chunks ``make_chunk(length)`` (`_chunk_runner`, whose
+    compile lines add ``what``) from ``step`` to ``num_steps``. After each, ``on_chunk(step before it, host metrics)`` checks and
+    keeps them; every ``log_every`` steps ``on_log(train_state, progress)`` and every
+    ``eval_every`` steps ``on_eval(train_state, evaluate(params, val_streams), progress) ->
+    (stop, best)`` (both at ``num_steps``), then ``save(train_state, best)`` (a single run's
+    checkpoint, also every ``checkpoint_every_seconds``). A first signal in ``received`` saves
+    and raises ``stopped(signum, step)``, one decision for all processes (a save is collective).
+    Returns ``(train_state, progress, whether on_eval stopped it)``."""
+    run_chunk = _chunk_runner(make_chunk, log, what)
+    progress = Progress(step, time.perf_counter(), 0.0, 0.0, 0)
+    last_save = progress.start
+    while step < config.num_steps:
+        length = _chunk_length(config, step)
+        train_state, metrics, seconds = run_chunk(length, train_state, *chunk_args)
+        on_chunk(step, metrics)
+        step += length
+        progress = Progress(step, progress.start, time.perf_counter() - progress.start,
+                            progress.train_seconds + seconds, progress.steps + length)
+        if step % config.log_every == 0 or step == config.num_steps:
+            on_log(train_state, progress)
+        saved = False
+        if step % config.eval_every == 0 or step == config.num_steps:
+            stop, best = on_eval(train_state, evaluate(train_state.params, val_streams), progress)
+            if save is not None:
+                save(train_state, best)
+                last_save, saved = time.perf_counter(), True
+            if stop:
+                return train_state, progress, True
+        signum, due = parallel.process_max([received[0] if received else 0, save is not None and
+                                            0 < config.checkpoint_every_seconds
+                                            <= time.perf_counter() - last_save])
+        if (signum or due) and not saved and save is not None:
+            save(train_state, False)
+            last_save = time.perf_counter()
+        if signum:
+            raise stopped(int(signum), step)
+    return train_state, progress, False
+
+
 def train(config, *, log=print, stop_at_step=None, overwrite=False):
     """Train (or resume) per ``config``; returns a summary dict with the final metrics.
 
@@ -180,8 +219,8 @@ def train(config, *, log=print, stop_at_step=None, overwrite=False):
     folder's lock (`jaxrnn.files.folder_lock`, taken by process 0 and held until this returns or
     raises: a second run into the folder gets `FolderBusyError`), then the folder itself (without
     ``config.resume`` it must not hold another run, unless ``overwrite``;
-    `jaxrnn.validate.prepare_output_dir`). A chunk of steps whose loss is not finite or above
-    `jaxrnn.validate.divergence_limit` raises `TrainingDivergedError` before anything is saved.
+    `jaxrnn.runchecks.prepare_output_dir`). A chunk of steps whose loss is not finite or above
+    `jaxrnn.runchecks.divergence_limit` raises `TrainingDivergedError` before anything is saved.
     A full or failing disk while saving a checkpoint or appending to ``metrics.jsonl`` raises
     `StorageError` naming the last checkpoint saved (intact), its ``rerun`` set to ``--resume``
     (``--overwrite`` when none was saved yet).
@@ -190,30 +229,18 @@ def train(config, *, log=print, stop_at_step=None, overwrite=False):
     a chunk). A first SIGINT/SIGTERM lets the running chunk finish, saves a checkpoint at that
     step and raises `jaxrnn.interrupt.Interrupted`; a second one ends the process at once.
     """
-    with interrupt.deferred_signals() as received, contextlib.ExitStack() as held:
-        try:
-            return _train(config, log, stop_at_step, received, overwrite, held)
-        except StorageError as error:
-            saved = os.path.exists(os.path.join(config.output_dir, CHECKPOINT_SUBDIR,
-                                                checkpoint.META_FILE))
-            error.rerun = "--resume" if saved else "--overwrite"
-            raise
+    saved = os.path.join(config.output_dir, CHECKPOINT_SUBDIR, checkpoint.META_FILE)
+    run_files = () if config.resume else (f"{CHECKPOINT_SUBDIR}/{checkpoint.META_FILE}",
+                                          "metrics.jsonl")
+    with _opened(config, lambda: "--resume" if os.path.exists(saved) else "--overwrite",
+                 overwrite=overwrite, checkpoint_subdir=CHECKPOINT_SUBDIR,
+                 run_files=run_files) as run:
+        return _train(config, log, stop_at_step, *run)
 
 
-def _train(config, log, stop_at_step, received, overwrite, held):
-    corpus = data.load_corpus(config.data, config.split)
-    streams = data.make_streams(corpus.train, config.batch_size, config.seq_len,
-                                name="training split")
+def _train(config, log, stop_at_step, received, corpus, streams, output_dir):
     num_windows = data.num_windows(streams, config.seq_len)
-    validate.check_memory(config.cell, len(corpus.vocab), config.hidden_size, config.num_layers,
-                          config.batch_size, config.seq_len, train_lib.dtype_of(config)(0).itemsize)
-    _lock_as_writer(held, config.output_dir)       # before the folder is checked or written
-    output_dir = validate.prepare_output_dir(
-        config.output_dir, overwrite=overwrite, checkpoint_subdir=CHECKPOINT_SUBDIR,
-        run_files=() if config.resume else (f"{CHECKPOINT_SUBDIR}/{checkpoint.META_FILE}",
-                                            "metrics.jsonl"))
-    checkpoint_dir = output_dir / CHECKPOINT_SUBDIR
-    metrics_path = output_dir / "metrics.jsonl"
+    checkpoint_dir, metrics_path = output_dir / CHECKPOINT_SUBDIR, output_dir / "metrics.jsonl"
     best_val_loss = None
     if config.resume:
         train_state, metadata = runstate.resume(config, corpus.vocab, checkpoint_dir)
@@ -235,87 +262,79 @@ def _train(config, log, stop_at_step, received, overwrite, held):
         f"vocab {len(corpus.vocab)}, train {len(corpus.train):,} chars = "
         f"{train_lib.epoch_windows(config, num_windows)} windows of "
         f"{config.batch_size}x{config.seq_len} per epoch, backward={config.backward}")
+    pending, consecutive, schedule = [], 0, train_lib.make_schedule(config)
 
-    step, start = int(train_state.step), time.perf_counter()
-    train_seconds, steps_timed, pending, last_save, consecutive = 0.0, 0, [], start, 0
-    schedule = train_lib.make_schedule(config)
-    run_chunk = _chunk_runner(functools.partial(train_lib.make_train_chunk, config, num_windows),
-                              log)
-    while step < config.num_steps:
-        length = _chunk_length(config, step)
-        new_state, metrics, seconds = run_chunk(length, train_state, streams)
-        train_seconds += seconds
-        steps_timed += length
-        consecutive = _check_chunk(config, metrics, step, consecutive, checkpoint_dir,
-                                   len(corpus.vocab))
-        train_state, step = new_state, step + length
+    def on_chunk(step, metrics):
+        nonlocal consecutive
+        consecutive = runchecks.check_chunk(config, metrics, step, consecutive, checkpoint_dir,
+                                            len(corpus.vocab))
         pending.append(metrics)
-        if step % config.log_every == 0 or step == config.num_steps:
-            merged = {name: np.concatenate([m[name] for m in pending]) for name in pending[0]}
-            pending = []
-            kept = ~merged["skipped"].astype(bool) if "skipped" in merged else slice(None)
-            merged.update(loss=merged["loss"][kept], grad_norm=merged["grad_norm"][kept])
-            chars_per_second = steps_timed * config.batch_size * config.seq_len / train_seconds
-            eta = train_seconds / steps_timed * (config.num_steps - step)
-            record = {"kind": "train", "step": step, "epoch": int(train_state.epoch),
-                      "loss": float(merged["loss"].mean()),
-                      "grad_norm": float(merged["grad_norm"].mean()),
-                      "max_grad_norm": float(merged["grad_norm"].max()),
-                      "clip_fraction": float(merged["clipped"].mean()),
-                      "learning_rate": float(schedule(step)), "chars_per_second": chars_per_second,
-                      "elapsed_seconds": time.perf_counter() - start}
-            if config.skip_nonfinite:
-                record["skipped_steps"] = int(merged["skipped"].sum())
-            _append_jsonl(metrics_path, record, checkpoint_dir)
-            log(f"step {step}/{config.num_steps} epoch {record['epoch']} "
-                f"loss {record['loss']:.4f} |g| {record['grad_norm']:.2f} "
-                f"clipped {100 * record['clip_fraction']:.0f}% lr {record['learning_rate']:.2e} "
-                f"{chars_per_second:,.0f} chars/s elapsed {_format_seconds(record['elapsed_seconds'])}"
-                f" eta {_format_seconds(eta)}"
-                + (f" skipped {record['skipped_steps']}" if config.skip_nonfinite else ""))
-        saved = False
-        if step % config.eval_every == 0 or step == config.num_steps:
-            report = train_lib.loss_report(evaluate(train_state.params, val_streams))
-            improved = best_val_loss is None or report["loss"] < best_val_loss
-            best_val_loss = report["loss"] if improved else best_val_loss
-            _append_jsonl(metrics_path, {"kind": "val", "step": step, **report,
-                                         "elapsed_seconds": time.perf_counter() - start},
-                          checkpoint_dir)
-            log(f"  val loss {report['loss']:.4f} nats/char = {report['bpc']:.3f} bpc, "
-                f"perplexity {train_lib.format_perplexity(report['perplexity'])}")
-            text = sample.sample_text(train_state.params, arch=config.cell, vocab=corpus.vocab,
-                                      key=train_lib.stream_key(train_state.key, train_lib.STREAM_SAMPLES,
-                                                               step),
-                                      length=config.sample_length,
-                                      temperature=config.sample_temperature)[0]
-            log("  sample: " + text.replace("\n", "\n          "))
-            last_save = _save(config, corpus.vocab, checkpoint_dir, train_state, best_val_loss,
-                              best=improved)
-            saved = True
-            if step == stop_at_step:
-                return {"train_state": train_state, "best_val_loss": best_val_loss,
-                        "checkpoint": str(checkpoint_dir)}
-        # Every process takes the same decision (a save is collective with several processes).
-        signum, due = parallel.process_max([received[0] if received else 0,
-                                            0 < config.checkpoint_every_seconds
-                                            <= time.perf_counter() - last_save])
-        if (signum or due) and not saved:
-            last_save = _save(config, corpus.vocab, checkpoint_dir, train_state, best_val_loss)
-        if signum:
-            raise interrupt.Interrupted(
-                int(signum), f"stopped by {interrupt.signal_name(signum)} at step {step} of "
-                f"{config.num_steps}; checkpoint saved in {checkpoint_dir}")
 
+    def on_log(train_state, progress):
+        merged = {name: np.concatenate([m[name] for m in pending]) for name in pending[0]}
+        pending.clear()
+        kept = ~merged["skipped"].astype(bool) if "skipped" in merged else slice(None)
+        merged.update(loss=merged["loss"][kept], grad_norm=merged["grad_norm"][kept])
+        step, train_seconds = progress.step, progress.train_seconds
+        chars_per_second = progress.steps * config.batch_size * config.seq_len / train_seconds
+        eta = train_seconds / progress.steps * (config.num_steps - step)
+        record = {"kind": "train", "step": step, "epoch": int(train_state.epoch),
+                  "loss": float(merged["loss"].mean()),
+                  "grad_norm": float(merged["grad_norm"].mean()),
+                  "max_grad_norm": float(merged["grad_norm"].max()),
+                  "clip_fraction": float(merged["clipped"].mean()),
+                  "learning_rate": float(schedule(step)), "chars_per_second": chars_per_second,
+                  "elapsed_seconds": time.perf_counter() - progress.start}
+        if config.skip_nonfinite:
+            record["skipped_steps"] = int(merged["skipped"].sum())
+        _append_jsonl(metrics_path, record, checkpoint_dir)
+        log(f"step {step}/{config.num_steps} epoch {record['epoch']} "
+            f"loss {record['loss']:.4f} |g| {record['grad_norm']:.2f} "
+            f"clipped {100 * record['clip_fraction']:.0f}% lr {record['learning_rate']:.2e} "
+            f"{chars_per_second:,.0f} chars/s elapsed {_format_seconds(record['elapsed_seconds'])}"
+            f" eta {_format_seconds(eta)}"
+            + (f" skipped {record['skipped_steps']}" if config.skip_nonfinite else ""))
+
+    def on_eval(train_state, val, progress):
+        nonlocal best_val_loss
+        report = train_lib.loss_report(val)
+        improved = best_val_loss is None or report["loss"] < best_val_loss
+        best_val_loss = report["loss"] if improved else best_val_loss
+        _append_jsonl(metrics_path, {"kind": "val", "step": progress.step, **report,
+                                     "elapsed_seconds": time.perf_counter() - progress.start},
+                      checkpoint_dir)
+        log(f"  val loss {report['loss']:.4f} nats/char = {report['bpc']:.3f} bpc, "
+            f"perplexity {train_lib.format_perplexity(report['perplexity'])}")
+        key = train_lib.stream_key(train_state.key, train_lib.STREAM_SAMPLES, progress.step)
+        text = sample.sample_text(train_state.params, arch=config.cell, vocab=corpus.vocab,
+                                  key=key, length=config.sample_length,
+                                  temperature=config.sample_temperature)[0]
+        log("  sample: " + text.replace("\n", "\n          "))
+        return progress.step == stop_at_step, improved
+
+    train_state, progress, stopped_early = _run_chunks(
+        config, log, functools.partial(train_lib.make_train_chunk, config, num_windows),
+        train_state, (streams,), int(train_state.step), received, evaluate=evaluate,
+        val_streams=val_streams, on_chunk=on_chunk, on_log=on_log, on_eval=on_eval,
+        save=lambda state, best: runstate.save(config, corpus.vocab, checkpoint_dir, state,
+                                               best_val_loss, best),
+        stopped=lambda signum, step: interrupt.Interrupted(
+            signum, f"stopped by {interrupt.signal_name(signum)} at step {step} of "
+            f"{config.num_steps}; checkpoint saved in {checkpoint_dir}"))
+    if stopped_early:
+        return {"train_state": train_state, "best_val_loss": best_val_loss,
+                "checkpoint": str(checkpoint_dir)}
     test = train_lib.loss_report(evaluate(train_state.params,
                                           eval_streams(config, corpus.test, "test")))
-    _append_jsonl(metrics_path, {"kind": "test", "step": step, **test}, checkpoint_dir)
-    total = time.perf_counter() - start
+    _append_jsonl(metrics_path, {"kind": "test", "step": progress.step, **test}, checkpoint_dir)
+    total = time.perf_counter() - progress.start
     log(f"test loss {test['loss']:.4f} nats/char = {test['bpc']:.3f} bpc, perplexity "
-        f"{train_lib.format_perplexity(test['perplexity'])}; {_format_seconds(total)} in all; checkpoint: {checkpoint_dir}")
+        f"{train_lib.format_perplexity(test['perplexity'])}; {_format_seconds(total)} in all; "
+        f"checkpoint: {checkpoint_dir}")
     return {"test": test, "best_val_loss": best_val_loss, "seconds": total,
             "checkpoint": str(checkpoint_dir), "train_state": train_state,
-            "chars_per_second": steps_timed * config.batch_size * config.seq_len
-            / max(train_seconds, 1e-9)}
+            "chars_per_second": progress.steps * config.batch_size * config.seq_len
+            / max(progress.train_seconds, 1e-9)}
 
 
 def run_name(learning_rate, clip_norm, seed):
@@ -373,13 +392,12 @@ def sweep(config, seeds, learning_rates=None, clip_norms=None, *, patience=0, lo
     from its finished groups). ``output_dir`` is locked (`jaxrnn.files.folder_lock`) from before
     it is first written until this returns; a full or failing disk raises `StorageError`.
     """
-    with interrupt.deferred_signals() as received, contextlib.ExitStack() as held:
-        try:
-            return _sweep(config, seeds, learning_rates, clip_norms, patience, log, received,
-                          held)
-        except StorageError as error:
-            error.rerun = ""            # no checkpoints: the same command runs the sweep again
-            raise
+    runchecks.check_sweep(config, seeds, learning_rates, clip_norms, patience)
+    learning_rates = [config.learning_rate] if not learning_rates else list(learning_rates)
+    clip_norms = [config.clip_norm] if not clip_norms else list(clip_norms)
+    with _opened(config, lambda: "",           # "": the same command runs the sweep again
+                 runs=len(seeds) * len(learning_rates) * len(clip_norms)) as run:
+        return _sweep(config, seeds, learning_rates, clip_norms, patience, log, *run)
 
 
 @jax.jit
@@ -391,34 +409,11 @@ def _keep_best(improved, best_states, train_states):
     return jax.tree.map(select, best_states, train_states)
 
 
-def _sweep(config, seeds, learning_rates, clip_norms, patience, log, received, held):
-    if config.data_parallel:
-        raise ConfigError("--data_parallel is not supported by the sweep; drop it (the runs of a "
-                          "sweep share the devices as one vmapped program)")
-    if not isinstance(patience, int) or patience < 0:
-        raise ConfigError(f"--patience must be an integer >= 0 (0: train every step), got "
-                          f"{patience!r}")
-    if not seeds:
-        raise ConfigError("--seeds is empty; give at least one seed, e.g. --seeds=0,1,2")
-    if any(not rate > 0 or not np.isfinite(rate) for rate in learning_rates or ()):
-        raise ConfigError("--learning_rates must all be finite and > 0, got "
-                          + ",".join(f"{rate:g}" for rate in learning_rates))
-    if any(not clip > 0 for clip in clip_norms or ()):
-        raise ConfigError("--clip_norms must all be > 0 (inf: no clipping), got "
-                          + ",".join(f"{clip:g}" for clip in clip_norms))
-    learning_rates = [config.learning_rate] if not learning_rates else list(learning_rates)
-    clip_norms = [config.clip_norm] if not clip_norms else list(clip_norms)
+def _sweep(config, seeds, learning_rates, clip_norms, patience, log, received, corpus, streams,
+           output_dir):
     runs = [(seed, rate, clip) for rate in learning_rates for clip in clip_norms for seed in seeds]
     names = [run_name(rate, clip, seed) for seed, rate, clip in runs]
-    corpus = data.load_corpus(config.data, config.split)
-    streams = jax.device_put(data.make_streams(corpus.train, config.batch_size, config.seq_len,
-                                               name="training split"))
-    num_windows = data.num_windows(streams, config.seq_len)
-    validate.check_memory(config.cell, len(corpus.vocab), config.hidden_size, config.num_layers,
-                          config.batch_size, config.seq_len,
-                          train_lib.dtype_of(config)(0).itemsize, runs=len(runs))
-    held.enter_context(files.folder_lock(config.output_dir, "--output_dir"))  # before any write
-    output_dir = validate.prepare_output_dir(config.output_dir)
+    streams, num_windows = jax.device_put(streams), data.num_windows(streams, config.seq_len)
     records_path = output_dir / "sweep.jsonl"
     run_paths = [output_dir / "runs" / name / "metrics.jsonl" for name in names]
     for path in run_paths:
@@ -436,10 +431,6 @@ def _sweep(config, seeds, learning_rates, clip_norms, patience, log, received, h
         f"clip thresholds x {len(seeds)} seeds) as one program: {config.arch} "
         f"H={config.hidden_size} L={config.num_layers}, {config.num_steps} steps of "
         f"{config.batch_size}x{config.seq_len}")
-
-    run_chunk = _chunk_runner(functools.partial(train_lib.make_multi_seed_chunk, config,
-                                                num_windows), log, f" of {len(runs)} runs")
-    step, start, train_seconds = 0, time.perf_counter(), 0.0
     diverged_at = [None] * len(runs)
     recent = {name: np.zeros((len(runs), 0)) for name in ("loss", "grad_norm", "clipped")}
     totals = {"clipped": np.zeros(len(runs)), "max_grad_norm": np.zeros(len(runs)),
@@ -449,83 +440,85 @@ def _sweep(config, seeds, learning_rates, clip_norms, patience, log, received, h
     best = {"val": np.full(len(runs), np.inf), "step": np.zeros(len(runs), int),
             "train_loss": np.full(len(runs), np.nan), "waited": np.zeros(len(runs), int)}
     best_states = None       # the first evaluation's copy (the chunks donate the train states)
-    val = np.full(len(runs), np.nan)
-    while step < config.num_steps:
-        length = _chunk_length(config, step)
-        train_states, metrics, seconds = run_chunk(length, train_states, streams, hparams)
-        train_seconds += seconds
-        losses = metrics["loss"]                                         # (S, length)
-        for index, run_losses in enumerate(losses):
-            bad = validate.first_divergent_step(run_losses, len(corpus.vocab))
+    last_val = np.full(len(runs), np.nan)
+
+    def on_chunk(step, metrics):
+        nonlocal last_loss
+        for index, run_losses in enumerate(metrics["loss"]):                # (S, length)
+            bad = runchecks.first_divergent_step(run_losses, len(corpus.vocab))
             if diverged_at[index] is None and bad is not None:
                 diverged_at[index] = step + bad + 1
                 log(f"  run {names[index]} diverged at step {diverged_at[index]} (loss "
                     f"{run_losses[bad]:.4g}); the others go on")
-            totals["spikes"][index] += _loss_spikes(
-                np.concatenate([last_loss[index], run_losses]))
-        last_loss = losses[:, -1:]
+            totals["spikes"][index] += _loss_spikes(np.concatenate([last_loss[index], run_losses]))
+        last_loss = metrics["loss"][:, -1:]
         totals["clipped"] += metrics["clipped"].sum(axis=1)
         finite_norms = np.where(np.isfinite(metrics["grad_norm"]), metrics["grad_norm"], 0.0)
         totals["max_grad_norm"] = np.maximum(totals["max_grad_norm"], finite_norms.max(axis=1))
-        step += length
         for name in recent:
             recent[name] = np.concatenate([recent[name], metrics[name]],
                                           axis=1)[:, -config.log_every:]
-        elapsed = time.perf_counter() - start
-        if step % config.log_every == 0 or step == config.num_steps:
-            mean = recent["loss"].mean(axis=1)
-            for index, path in enumerate(run_paths):
-                _append_jsonl(path, {
-                    "kind": "train", "step": step, "loss": _json_number(mean[index]),
-                    "grad_norm": _json_number(recent["grad_norm"][index].mean()),
-                    "max_grad_norm": _json_number(np.max(recent["grad_norm"][index])),
-                    "clip_fraction": float(recent["clipped"][index].mean()),
-                    "learning_rate": float(hparams.learning_rate_scale[index])
-                    * float(train_lib.make_schedule(config)(step)),
-                    "elapsed_seconds": elapsed})
-            finite = mean[np.isfinite(mean)]
-            chars = step * len(runs) * config.batch_size * config.seq_len
-            log(f"step {step}/{config.num_steps} train loss over runs "
-                + (f"{finite.min():.4f}..{finite.max():.4f}" if finite.size else "-")
-                + f" {chars / train_seconds:,.0f} chars/s (all runs) elapsed "
-                f"{_format_seconds(elapsed)}")
-        if step % config.eval_every == 0 or step == config.num_steps:
-            val = np.asarray(evaluate(train_states.params, val_streams))
-            for index, ((seed, rate, clip), loss) in enumerate(zip(runs, val)):
-                report = {key: _json_number(value)
-                          for key, value in train_lib.loss_report(loss).items()}
-                _append_jsonl(run_paths[index], {"kind": "val", "step": step, **report,
-                                                 "elapsed_seconds": elapsed})
-                _append_jsonl(records_path, {"kind": "val", "sweep_id": sweep_id,
-                                             "run": names[index], "step": step, "seed": seed,
-                                             "learning_rate": rate,
-                                             "clip_norm": _json_number(clip), **report})
-            log(f"  val loss over runs {np.nanmin(val):.4f}..{np.nanmax(val):.4f} nats/char")
-            if patience:
-                improved = np.isfinite(val) & (val < best["val"])
-                best_states = _keep_best(jnp.asarray(improved),
-                                         train_states if best_states is None else best_states,
-                                         train_states)
-                best["val"] = np.where(improved, val, best["val"])
-                best["step"] = np.where(improved, step, best["step"])
-                best["train_loss"] = np.where(improved, recent["loss"].mean(axis=1),
-                                              best["train_loss"])
-                best["waited"] = np.where(improved, 0, best["waited"] + 1)
-                if (best["waited"] >= patience).all() and step < config.num_steps:
-                    log(f"  no run improved for {patience} evaluations: stopped at step {step} "
-                        f"of {config.num_steps}")
-                    break
-        if received:
-            raise interrupt.Interrupted(
-                received[0], f"sweep stopped by {interrupt.signal_name(received[0])} at step "
-                f"{step} of {config.num_steps}; a sweep keeps no checkpoints (its records so far "
-                f"are in {records_path}): run it again to start over", resumable=False)
 
-    last_val = val
+    def on_log(train_states, progress):
+        step, mean = progress.step, recent["loss"].mean(axis=1)
+        for index, path in enumerate(run_paths):
+            _append_jsonl(path, {
+                "kind": "train", "step": step, "loss": _json_number(mean[index]),
+                "grad_norm": _json_number(recent["grad_norm"][index].mean()),
+                "max_grad_norm": _json_number(np.max(recent["grad_norm"][index])),
+                "clip_fraction": float(recent["clipped"][index].mean()),
+                "learning_rate": float(hparams.learning_rate_scale[index])
+                * float(train_lib.make_schedule(config)(step)),
+                "elapsed_seconds": progress.elapsed})
+        finite = mean[np.isfinite(mean)]
+        chars = step * len(runs) * config.batch_size * config.seq_len
+        log(f"step {step}/{config.num_steps} train loss over runs "
+            + (f"{finite.min():.4f}..{finite.max():.4f}" if finite.size else "-")
+            + f" {chars / progress.train_seconds:,.0f} chars/s (all runs) elapsed "
+            f"{_format_seconds(progress.elapsed)}")
+
+    def on_eval(train_states, val, progress):
+        nonlocal best_states, last_val
+        step, val = progress.step, np.asarray(val)
+        last_val = val
+        for index, ((seed, rate, clip), loss) in enumerate(zip(runs, val)):
+            report = {key: _json_number(value)
+                      for key, value in train_lib.loss_report(loss).items()}
+            _append_jsonl(run_paths[index], {"kind": "val", "step": step, **report,
+                                             "elapsed_seconds": progress.elapsed})
+            _append_jsonl(records_path, {"kind": "val", "sweep_id": sweep_id,
+                                         "run": names[index], "step": step, "seed": seed,
+                                         "learning_rate": rate,
+                                         "clip_norm": _json_number(clip), **report})
+        log(f"  val loss over runs {np.nanmin(val):.4f}..{np.nanmax(val):.4f} nats/char")
+        if not patience:
+            return False, None
+        improved = np.isfinite(val) & (val < best["val"])
+        best_states = _keep_best(jnp.asarray(improved), train_states if best_states is None
+                                 else best_states, train_states)
+        best["val"] = np.where(improved, val, best["val"])
+        best["step"] = np.where(improved, step, best["step"])
+        best["train_loss"] = np.where(improved, recent["loss"].mean(axis=1), best["train_loss"])
+        best["waited"] = np.where(improved, 0, best["waited"] + 1)
+        stop = (best["waited"] >= patience).all() and step < config.num_steps
+        if stop:
+            log(f"  no run improved for {patience} evaluations: stopped at step {step} of "
+                f"{config.num_steps}")
+        return stop, None
+
+    train_states, progress, _ = _run_chunks(
+        config, log, functools.partial(train_lib.make_multi_seed_chunk, config, num_windows),
+        train_states, (streams, hparams), 0, received, what=f" of {len(runs)} runs",
+        evaluate=evaluate, val_streams=val_streams, on_chunk=on_chunk, on_log=on_log,
+        on_eval=on_eval, stopped=lambda signum, step: interrupt.Interrupted(
+            signum, f"sweep stopped by {interrupt.signal_name(signum)} at step {step} of "
+            f"{config.num_steps}; a sweep keeps no checkpoints (its records so far are in "
+            f"{records_path}): run it again to start over", resumable=False))
+    step, val = progress.step, last_val
     if patience:
         train_states, val = best_states, best["val"]
     test = np.asarray(evaluate(train_states.params, eval_streams(config, corpus.test, "test")))
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - progress.start
     uniform = float(np.log(len(corpus.vocab)))
     results = []
     final_train = recent["loss"].mean(axis=1)
@@ -547,7 +540,7 @@ def _sweep(config, seeds, learning_rates, clip_norms, patience, log, received, h
                   "loss_spikes": int(totals["spikes"][index]),
                   "steps": step, "epochs": step / steps_per_epoch, "seconds": seconds,
                   "chars_per_second": step * len(runs) * config.batch_size * config.seq_len
-                  / max(train_seconds, 1e-9)}
+                  / max(progress.train_seconds, 1e-9)}
         if patience:
             result.update(best_step=int(best["step"][index]),
                           best_epoch=float(best["step"][index] / steps_per_epoch),

@@ -1,11 +1,11 @@
-"""A run's state on disk: what a checkpoint's metadata holds, resuming a run from a checkpoint
-(refusing one that does not match the flags), and loading a trained model for evaluation and
-sampling. The files themselves (atomic, checksummed, pickle-free) are `jaxrnn.checkpoint`'s."""
+"""A run's state on disk: what a checkpoint's metadata holds, saving a run's checkpoint, resuming
+a run from one (refusing one that does not match the flags, with a hint for ``train --resume``),
+and loading a trained model for evaluation and sampling. The files themselves (atomic,
+checksummed, pickle-free) are `jaxrnn.checkpoint`'s."""
 import jax
 
-from jaxrnn import checkpoint, config as config_lib
+from jaxrnn import checkpoint, config as config_lib, parallel
 from jaxrnn import train as train_lib
-from jaxrnn import validate
 from jaxrnn.errors import CheckpointError
 
 
@@ -17,18 +17,28 @@ def checkpoint_metadata(config, vocab, train_state, best_val_loss, extra=None):
             "best_val_loss": best_val_loss, **(extra or {})}
 
 
+def save(config, vocab, directory, train_state, best_val_loss, best=False):
+    """Checkpoint ``train_state`` (every process must call this; process 0 writes) as the latest,
+    a step record kept per ``config.keep``, and with ``best`` as the best."""
+    host_state = parallel.gather_to_host(train_state)
+    if jax.process_index() == 0:
+        checkpoint.save_checkpoint(directory, state_pytree=host_state, step=int(host_state.step),
+                                   keep=config.keep, best=best, metadata=checkpoint_metadata(
+                                       config, vocab, host_state, best_val_loss))
+
+
 def resume(config, vocab, directory):
     """``(train_state, metadata)`` of the checkpoint in ``directory`` to resume ``config`` from,
     refusing (`CheckpointError` with a hint) a checkpoint whose model, vocabulary or data layout
     does not match."""
     try:
-        metadata = validate.run_metadata(checkpoint.read_metadata(directory), directory)
+        metadata = _run_metadata(checkpoint.read_metadata(directory), directory)
         saved = metadata["config"]
         checkpoint.check_compatible(saved, {name: getattr(config, name)
                                             for name in config_lib.MODEL_FIELDS})
     except CheckpointError as error:
-        raise validate.resume_hint(error) from None
-    validate.resume_config(saved, config)
+        raise _resume_hint(error) from None
+    _check_optimizer(saved, config)
     if metadata["vocab"] != vocab:
         raise CheckpointError(f"checkpoint {directory} was trained on a different vocabulary "
                               f"({len(metadata['vocab'])} symbols, this corpus has {len(vocab)}); "
@@ -40,7 +50,38 @@ def resume(config, vocab, directory):
     try:
         return load_train_state(config, len(vocab), directory), metadata
     except CheckpointError as error:
-        raise validate.resume_hint(error) from None
+        raise _resume_hint(error) from None
+
+
+def _run_metadata(metadata, directory):
+    """A training checkpoint's metadata has a config dict, a non-empty vocab string and a step."""
+    problems = [name for name, kind in (("config", dict), ("vocab", str), ("step", int))
+                if not isinstance(metadata.get(name), kind)]
+    if not problems and not metadata["vocab"]:
+        problems = ["vocab"]
+    if problems:
+        raise CheckpointError(f"checkpoint {directory} has no valid {', '.join(problems)} in its "
+                              "metadata (was checkpoint.json edited?); re-train, or use an intact "
+                              "checkpoint")
+    return metadata
+
+
+def _check_optimizer(saved, config):
+    """Settings a resumed optimiser state depends on (beyond `config.MODEL_FIELDS`)."""
+    if saved.get("optimizer") != config.optimizer:
+        raise CheckpointError(f"checkpoint was trained with --optimizer={saved.get('optimizer')} "
+                              f"but flags ask for --optimizer={config.optimizer}: the optimiser "
+                              f"differs, so its state cannot continue; resume with "
+                              f"--optimizer={saved.get('optimizer')} or start a new --output_dir")
+
+
+def _resume_hint(error):
+    """A `CheckpointError` from `jaxrnn.checkpoint` reworded for ``train --resume``, which has no
+    --checkpoint flag: the remedy is the run folder."""
+    text = str(error)
+    for old in ("pick another --checkpoint", "a different --checkpoint"):
+        text = text.replace(old, "start a new --output_dir (drop --resume)")
+    return CheckpointError(text)
 
 
 def load_train_state(config, vocab_size, directory, which="latest"):
@@ -53,7 +94,7 @@ def load_train_state(config, vocab_size, directory, which="latest"):
 def load_model(directory, which="latest"):
     """``(params, config, vocab, metadata)`` from a checkpoint, for evaluation and sampling;
     ``which``: "latest" or "best" (by validation loss) of the folder ``directory``."""
-    metadata = validate.run_metadata(checkpoint.read_metadata(directory, which), directory)
+    metadata = _run_metadata(checkpoint.read_metadata(directory, which), directory)
     config = config_lib.from_dict(metadata["config"])
     train_state = load_train_state(config, len(metadata["vocab"]), directory, which)
     return train_state.params, config, metadata["vocab"], metadata

@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 
 import jaxrnn
-from jaxrnn import checkpoint, config as config_lib, loop, runstate, sample, train, validate
+from experiments import checks
+from jaxrnn import checkpoint, config as config_lib, loop, runchecks, runstate, sample, train
+from jaxrnn import validate
 from jaxrnn.errors import CheckpointError, ConfigError, JaxrnnError, TrainingDivergedError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -166,49 +168,49 @@ GRADCHECK = dict(archs=["rnn"], activations=["tanh"], activations_given=True, vo
 ALL_ACTIVATIONS = ["tanh", "relu", "sigmoid", "identity"]
 
 OPTION_CASES = {
-    "gradcheck --seq_len=0": (lambda: validate.gradcheck_cases(**{**GRADCHECK, "seq_len": 0}),
+    "gradcheck --seq_len=0": (lambda: checks.gradcheck_cases(**{**GRADCHECK, "seq_len": 0}),
                               "--seq_len must be an integer >= 1, got 0"),
-    "gradcheck --batch_size=0": (lambda: validate.gradcheck_cases(**{**GRADCHECK,
-                                                                     "batch_size": 0}),
+    "gradcheck --batch_size=0": (lambda: checks.gradcheck_cases(**{**GRADCHECK,
+                                                                   "batch_size": 0}),
                                  "--batch_size must be"),
-    "gradcheck --vocab_size=1": (lambda: validate.gradcheck_cases(**{**GRADCHECK,
-                                                                     "vocab_size": 1}),
+    "gradcheck --vocab_size=1": (lambda: checks.gradcheck_cases(**{**GRADCHECK,
+                                                                   "vocab_size": 1}),
                                  "--vocab_size must be >= 2"),
     "gradcheck --archs=lstm --activations=relu": (
-        lambda: validate.gradcheck_cases(**{**GRADCHECK, "archs": ["lstm"],
-                                            "activations": ["relu"]}),
+        lambda: checks.gradcheck_cases(**{**GRADCHECK, "archs": ["lstm"],
+                                          "activations": ["relu"]}),
         "--activations=relu applies to the vanilla RNN only; add rnn to --archs"),
     "gradcheck --activations=swish": (
-        lambda: validate.gradcheck_cases(**{**GRADCHECK, "activations": ["swish"]}),
+        lambda: checks.gradcheck_cases(**{**GRADCHECK, "activations": ["swish"]}),
         "unknown activation 'swish' in --activations"),
     "gradcheck --archs=transformer": (
-        lambda: validate.gradcheck_cases(**{**GRADCHECK, "archs": ["rnn", "transformer"]}),
+        lambda: checks.gradcheck_cases(**{**GRADCHECK, "archs": ["rnn", "transformer"]}),
         "unknown arch 'transformer' in --archs"),
     "gradcheck --archs=lstm,lstm": (
-        lambda: validate.gradcheck_cases(**{**GRADCHECK, "archs": ["lstm", "lstm"],
-                                            "activations_given": False}),
+        lambda: checks.gradcheck_cases(**{**GRADCHECK, "archs": ["lstm", "lstm"],
+                                          "activations_given": False}),
         "--archs lists a value twice: lstm,lstm"),
     "gradcheck --archs=": (
-        lambda: validate.gradcheck_cases(**{**GRADCHECK, "archs": [],
-                                            "activations_given": False}), "--archs is empty"),
+        lambda: checks.gradcheck_cases(**{**GRADCHECK, "archs": [],
+                                          "activations_given": False}), "--archs is empty"),
     "gradcheck --activations=": (
-        lambda: validate.gradcheck_cases(**{**GRADCHECK, "activations": []}),
+        lambda: checks.gradcheck_cases(**{**GRADCHECK, "activations": []}),
         "--activations is empty"),
     "gradcheck --hidden_size=1000000": (
-        lambda: validate.gradcheck_cases(**{**GRADCHECK, "hidden_size": 10**6}),
+        lambda: checks.gradcheck_cases(**{**GRADCHECK, "hidden_size": 10**6}),
         "lower --hidden_size"),
     "compare_backward --compare_steps=0": (lambda: validate.size("--compare_steps", 0),
                                            "--compare_steps must be an integer >= 1"),
-    "--num_processes=0": (lambda: validate.distributed(None, 0, 0, False),
+    "--num_processes=0": (lambda: checks.distributed(None, 0, 0, False),
                           "--num_processes must be >= 1"),
     "--num_processes=2 without --coordinator_address": (
-        lambda: validate.distributed(None, 2, 0, True), "needs --coordinator_address"),
+        lambda: checks.distributed(None, 2, 0, True), "needs --coordinator_address"),
     "--num_processes=2 without --data_parallel": (
-        lambda: validate.distributed("localhost:1234", 2, 0, False), "needs --data_parallel"),
-    "--process_id=2 of 2": (lambda: validate.distributed("localhost:1234", 2, 2, True),
+        lambda: checks.distributed("localhost:1234", 2, 0, False), "needs --data_parallel"),
+    "--process_id=2 of 2": (lambda: checks.distributed("localhost:1234", 2, 2, True),
                             "--process_id must be in [0, --num_processes=2)"),
     "memory of a huge batch": (
-        lambda: validate.check_memory(jaxrnn.get_cell("lstm"), 65, 64, 1, 10**6, 10**3, 4),
+        lambda: runchecks.check_memory(jaxrnn.get_cell("lstm"), 65, 64, 1, 10**6, 10**3, 4),
         "lower --batch_size or --seq_len"),
 }
 
@@ -222,34 +224,34 @@ def test_launcher_options_are_refused(name):
 
 
 def test_valid_options_pass_and_memory_rule_is_what_it_says():
-    assert validate.gradcheck_cases(**GRADCHECK) == [("rnn", "tanh")]
+    assert checks.gradcheck_cases(**GRADCHECK) == [("rnn", "tanh")]
     defaults = {**GRADCHECK, "archs": ["rnn", "lstm", "gru"], "activations": ALL_ACTIVATIONS,
                 "activations_given": False}                  # experiments.gradcheck's defaults
-    assert validate.gradcheck_cases(**defaults) == [("rnn", name) for name in ALL_ACTIVATIONS] \
+    assert checks.gradcheck_cases(**defaults) == [("rnn", name) for name in ALL_ACTIVATIONS] \
         + [("lstm", None), ("gru", None)]
-    assert validate.gradcheck_cases(**{**defaults, "archs": ["gru", "lstm"]}) == [
+    assert checks.gradcheck_cases(**{**defaults, "archs": ["gru", "lstm"]}) == [
         ("gru", None), ("lstm", None)]               # activations apply to rnn only
-    validate.distributed(None, 1, 0, False)
-    state_bytes, activations = validate.training_bytes(jaxrnn.get_cell("lstm"), 65, 1024, 1, 64,
-                                                       50, 4)
+    checks.distributed(None, 1, 0, False)
+    state_bytes, activations = runchecks.training_bytes(jaxrnn.get_cell("lstm"), 65, 1024, 1, 64,
+                                                        50, 4)
     assert state_bytes > activations
-    validate.check_memory(jaxrnn.get_cell("lstm"), 65, 1024, 1, 64, 50, 4,
-                          available=state_bytes + activations)              # fits exactly
+    runchecks.check_memory(jaxrnn.get_cell("lstm"), 65, 1024, 1, 64, 50, 4,
+                           available=state_bytes + activations)             # fits exactly
     with pytest.raises(ConfigError, match="MiB activations.* lower --hidden_size"):
-        validate.check_memory(jaxrnn.get_cell("lstm"), 65, 1024, 1, 64, 50, 4,
-                              available=state_bytes + activations - 1)
+        runchecks.check_memory(jaxrnn.get_cell("lstm"), 65, 1024, 1, 64, 50, 4,
+                               available=state_bytes + activations - 1)
     params = jaxrnn.init_params(jax.random.key(0), "lstm", 65, 1024)
     assert state_bytes == 5 * 4 * sum(leaf.size for leaf in jax.tree.leaves(params))
 
 
 def test_divergence_rule_and_perplexity_text():
-    limit = validate.divergence_limit(65)
+    limit = runchecks.divergence_limit(65)
     assert limit == pytest.approx(2 * math.log(65))
-    assert validate.divergence_limit(2) == pytest.approx(math.log(2) + 1)
-    assert validate.first_divergent_step([4.2, 4.1, 3.9], 65) is None
-    assert validate.first_divergent_step([4.2, 4.1, 1.5e32], 65) == 2
-    assert validate.first_divergent_step([4.0, float("nan"), 4.0], 65) == 1
-    assert validate.first_divergent_step([4.0, limit + 0.5, 4.0], 65) is None   # one spike
+    assert runchecks.divergence_limit(2) == pytest.approx(math.log(2) + 1)
+    assert runchecks.first_divergent_step([4.2, 4.1, 3.9], 65) is None
+    assert runchecks.first_divergent_step([4.2, 4.1, 1.5e32], 65) == 2
+    assert runchecks.first_divergent_step([4.0, float("nan"), 4.0], 65) == 1
+    assert runchecks.first_divergent_step([4.0, limit + 0.5, 4.0], 65) is None   # one spike
     report = train.loss_report(1.5e32)
     assert report["perplexity"] == math.inf and train.format_perplexity(math.inf) == "inf"
     assert train.format_perplexity(math.exp(100.0)) == "2.69e+43"
@@ -330,7 +332,7 @@ def test_output_dir_must_be_a_writable_folder(run, tmp_path, monkeypatch, kind):
     else:                                   # root can write anywhere: make the probe fail
         def read_only(folder):
             raise PermissionError(13, "Permission denied")
-        monkeypatch.setattr(validate, "_probe_write", read_only)
+        monkeypatch.setattr(runchecks, "_probe_write", read_only)
         changes, fragment = {"resume": True}, "cannot be written (Permission denied)"
     before = _snapshot(tmp_path)
     with pytest.raises(ConfigError) as caught:

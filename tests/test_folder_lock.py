@@ -13,7 +13,7 @@ import time
 import pytest
 from conftest import track
 
-from jaxrnn import checkpoint, files, loop, validate
+from jaxrnn import checkpoint, files, loop, runchecks
 from jaxrnn.errors import ConfigError, FolderBusyError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,8 +106,8 @@ def test_training_checks_and_writes_its_folder_only_under_the_lock(tmp_path, mon
             return function(*args, **kwargs)
         return wrapped
 
-    monkeypatch.setattr(validate, "prepare_output_dir",
-                        spy("check", validate.prepare_output_dir))
+    monkeypatch.setattr(runchecks, "prepare_output_dir",
+                        spy("check", runchecks.prepare_output_dir))
     monkeypatch.setattr(files, "append_line", spy("metrics", files.append_line))
     monkeypatch.setattr(checkpoint, "save_checkpoint", spy("save", checkpoint.save_checkpoint))
     loop.train(config, log=_quiet)
@@ -131,6 +131,22 @@ def test_training_into_a_folder_another_process_writes_is_refused(tmp_path, tiny
     assert sorted(os.listdir(folder)) == [files.LOCK_FILE, "metrics.jsonl"]
     assert (folder / "metrics.jsonl").read_text() == '{"kind": "train"}\n'
 
+
+
+def test_a_sweep_into_a_folder_another_process_writes_is_refused(tmp_path, tiny_run_config):
+    """The sweep takes the same lock (one runner with `train`): refused before anything in the
+    folder is written, and its lock is released after a sweep that ran."""
+    config = tiny_run_config(TEXT)
+    folder = tmp_path / "run"
+    holder = _holder(folder)
+    with pytest.raises(FolderBusyError) as caught:
+        loop.sweep(config, [0], log=_quiet)
+    assert f"is being written by another process (pid {holder.pid} " in _one_line(caught.value)
+    assert sorted(os.listdir(folder)) == [files.LOCK_FILE]
+    holder.stdin.close()
+    assert holder.wait(timeout=60) == 0
+    loop.sweep(config, [0], log=_quiet)
+    assert (folder / "sweep.jsonl").exists() and not files.locked_by_anyone(folder)
 
 def _launch(tmp_path, arch):
     flags = ["--hidden_size=8", "--batch_size=2", "--seq_len=8", "--num_steps=40",
