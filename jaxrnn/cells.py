@@ -42,6 +42,7 @@ large GEMMs over all ``N = T*B`` rows, e.g. ``dW_h = H_prev^T @ dPre`` with
 ``H_prev = [h_0, ..., h_{T-1}]`` (BUILD_NOTES.md, "Hand-written BPTT").
 """
 import functools
+import inspect
 from typing import Callable, NamedTuple, Optional, Tuple
 
 import jax
@@ -359,9 +360,10 @@ class Cell(NamedTuple):
     param_names: the names of one layer's parameters, input weight, recurrent weight, then the
     biases (shapes (I, G), (H, G), (G,) ...: `jaxrnn.validate.layers` checks them).
 
-    A `Cell` is the model's description below the public entry points: they turn ``arch`` and
-    its options into one with `resolve` (`jaxrnn.config.Config.cell` for a configuration) and
-    hand it down; the two ``jax.custom_vjp`` s take it as their non-differentiable argument.
+    A `Cell` is the model's description below the public entry points: their decorator
+    `takes_arch` turns ``arch`` and its options into one (`jaxrnn.config.Config.cell` for a
+    configuration) and they hand it down; the two ``jax.custom_vjp`` s take it as their
+    non-differentiable argument.
     """
 
     name: str
@@ -420,15 +422,50 @@ def get_cell(arch, activation=None, matmul_dtype=None, zoneout=None):
     return plain if zoneout is None else _build_cell(arch, activation, matmul_dtype, zoneout)
 
 
-def resolve(arch, activation=None, matmul_dtype=None, zoneout=None):
-    """The public entry points' one conversion: ``arch`` is a name (with its options, see
-    `get_cell`) or already a `Cell` (which carries its options, so none may be given)."""
-    if isinstance(arch, Cell):
-        if (activation, matmul_dtype, zoneout) != (None, None, None):
+# The options of a cell that a public entry point may take beside ``arch`` (`get_cell`).
+CELL_OPTIONS = ("activation", "matmul_dtype", "zoneout")
+
+
+def takes_arch(function):
+    """Decorator: the public entry points' one conversion of ``arch`` into a `Cell`.
+
+    ``function`` takes an ``arch`` argument and any of `CELL_OPTIONS`. The decorated function has
+    its signature and docstring and accepts ``arch`` as a name -- "rnn", "lstm" or "gru", with
+    the options given (`get_cell`) -- or already a `Cell`, which carries its options, so none may
+    be given. It calls ``function`` with ``arch`` the `Cell` and the options None: the body uses
+    the `Cell` alone, and an entry point that calls another hands it the `Cell`.
+    """
+    signature = inspect.signature(function)
+    defaults = {name: signature.parameters[name].default for name in CELL_OPTIONS
+                if name in signature.parameters}
+
+    @functools.wraps(function)
+    def with_cell(*args, **kwargs):
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError:                       # a wrong call: let Python name what is wrong
+            return function(*args, **kwargs)
+        arguments = bound.arguments
+        arch = arguments["arch"]
+        options = {name: arguments.get(name, default) for name, default in defaults.items()}
+        if not isinstance(arch, Cell):
+            arch = get_cell(arch, **options)
+        elif any(value is not None for value in options.values()):
             raise ConfigError(f"arch is a Cell ({arch.label}), which carries its activation, "
                               "matmul_dtype and zoneout; pass them to get_cell instead")
-        return arch
-    return get_cell(arch, activation, matmul_dtype, zoneout)
+        arguments.update(dict.fromkeys(defaults), arch=arch)
+        return function(*bound.args, **bound.kwargs)
+
+    return with_cell
+
+
+@takes_arch
+def resolve(arch, activation=None, matmul_dtype=None, zoneout=None):
+    """``arch`` as a `Cell`: a name with its options (`get_cell`), or a `Cell` as it is (it
+    carries its options, so none may be given); `takes_arch`'s conversion on its own, for a
+    caller that needs the `Cell` itself (`jaxrnn.config.Config.cell`)."""
+    del activation, matmul_dtype, zoneout                   # None here: they are in the Cell
+    return arch
 
 
 # Each arch's parts, by name. ``forward`` turns the bound step into the window's forward: the
@@ -504,16 +541,23 @@ def make_step(cell):
     return step
 
 
+@takes_arch
+def _step_of(arch, activation=None):
+    """The public one-step function of ``arch`` (a name, with the RNN's ``activation``)."""
+    del activation                                          # None here: it is in the Cell
+    return make_step(arch)
+
+
 def rnn_step(params, h_prev, x_t, *, activation="tanh"):
     """Vanilla RNN ``h_t = act(x_t W_xh + h_{t-1} W_hh + b_h)``; returns ``(h_t, h_t)``."""
-    return make_step(resolve("rnn", activation))(params, h_prev, x_t)
+    return _step_of("rnn", activation)(params, h_prev, x_t)
 
 
 def lstm_step(params, carry, x_t):
     """LSTM step on ``x_t: (B, I)``; returns ``(LSTMState(h_t, c_t), h_t)``."""
-    return make_step(resolve("lstm"))(params, carry, x_t)
+    return _step_of("lstm")(params, carry, x_t)
 
 
 def gru_step(params, h_prev, x_t):
     """GRU step on ``x_t: (B, I)``; returns ``(h_t, h_t)``."""
-    return make_step(resolve("gru"))(params, h_prev, x_t)
+    return _step_of("gru")(params, h_prev, x_t)

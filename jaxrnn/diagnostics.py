@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn import model
-from jaxrnn.cells import resolve
+from jaxrnn.cells import takes_arch
 
 
 def residual_bytes(fn, *primals):
@@ -40,6 +40,7 @@ def _median_seconds(function, *args, repeats=5):
     return float(np.median(times))
 
 
+@takes_arch
 def gradient_check(*, arch, activation=None, vocab_size=11, hidden_size=32, seq_len=20,
                    batch_size=8, num_layers=1, dtype=jnp.float64, seed=0, num_directions=3,
                    epsilon=None, repeats=5):
@@ -60,7 +61,7 @@ def gradient_check(*, arch, activation=None, vocab_size=11, hidden_size=32, seq_
     residual_bytes_manual / residual_bytes_autodiff, and worst_leaf (the pytree path of max_rel).
     """
     dtype = jnp.dtype(dtype)
-    cell = resolve(arch, activation)
+    cell = arch                             # a Cell with the activation in it (`takes_arch`)
     epsilon = epsilon or (1e-2 if dtype != jnp.float64 else 1e-6 if cell.activation == "relu"
                           else 1e-4)
     keys = jax.random.split(jax.random.key(seed), 4)

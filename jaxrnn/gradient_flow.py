@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn.cells import Cell, project_inputs, resolve
+from jaxrnn.cells import Cell, project_inputs, takes_arch
 from jaxrnn.errors import ConfigError
 from jaxrnn.model import (head_backward, hidden_size_of, init_params, output_log_probs, token_nll,
                           zero_state_for)
@@ -105,6 +105,7 @@ def _autodiff_projection_gradients(cell, params, inputs, targets, state):
     return jax.grad(last_loss)(zeros)
 
 
+@takes_arch
 def projection_gradients(params, inputs, targets, *, arch, activation=None, backward="manual",
                          matmul_dtype=None, zoneout=None):
     """``g_t = dL_T/da_t`` for every step and layer (see the module docstring), zero start state.
@@ -122,7 +123,7 @@ def projection_gradients(params, inputs, targets, *, arch, activation=None, back
     if inputs.shape[0] < 2:
         raise ConfigError(f"a window of {inputs.shape[0]} step(s) has no earlier step to reach; "
                           "use --seq_len of 2 or more")
-    cell = resolve(arch, activation, matmul_dtype, zoneout)
+    cell = arch                             # a Cell with the options in it (`takes_arch`)
     state = zero_state_for(params, cell, inputs.shape[1])
     compute_gradients = (_manual_projection_gradients if backward == "manual"
                          else _autodiff_projection_gradients)
@@ -188,10 +189,11 @@ class Model(NamedTuple):
     source: dict
 
 
+@takes_arch
 def fresh_model(vocab_size, hidden_size, num_layers=1, *, arch, activation=None,
                 recurrent_init="orthogonal", seed=0, dtype="float32"):
     """A freshly initialised `Model` (``activation``: `jaxrnn.cells.get_cell`)."""
-    cell = resolve(arch, activation)
+    cell = arch                             # a Cell with the activation in it (`takes_arch`)
     dtype = jnp.dtype(dtype).name
     if dtype == "float64" and not jax.config.jax_enable_x64:
         raise ConfigError("float64 models need jax_enable_x64; switch it on first")

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn import regularisers, validate
-from jaxrnn.cells import project_inputs, resolve
+from jaxrnn.cells import project_inputs, takes_arch
 from jaxrnn.errors import ConfigError
 from jaxrnn.matmuls import matmul, sum_outer
 from jaxrnn.types import WindowMasks
@@ -34,6 +34,7 @@ def _float_dtype(dtype):
     return dtype
 
 
+@takes_arch
 def init_params(key, arch, vocab_size, hidden_size, num_layers=1, *, dtype=jnp.float32,
                 recurrent_init="orthogonal", activation=None, matmul_dtype=None, zoneout=None):
     """Initial parameters of an ``arch`` language model (see the module docstring for names).
@@ -41,13 +42,13 @@ def init_params(key, arch, vocab_size, hidden_size, num_layers=1, *, dtype=jnp.f
     Cell initialisers are documented in `jaxrnn.cells`; the output projection is Glorot normal
     with a zero bias. ``activation``, ``matmul_dtype`` and ``zoneout`` are accepted (and checked)
     so that the same options can be passed here and to `loss_fn`; ``arch`` is a name or a
-    `jaxrnn.cells.Cell` (`jaxrnn.cells.resolve`). Sizes are integers >= 1 (NumPy integers too).
+    `jaxrnn.cells.Cell` (`jaxrnn.cells.takes_arch`). Sizes are integers >= 1 (NumPy integers too).
     """
     vocab_size = validate.size("vocab_size", vocab_size)
     hidden_size = validate.size("hidden_size", hidden_size)
     num_layers = validate.size("num_layers", num_layers)
     dtype = _float_dtype(dtype)
-    cell = resolve(arch, activation, matmul_dtype, zoneout)
+    cell = arch                             # a Cell with the options in it (`takes_arch`)
     keys = jax.random.split(key, num_layers + 1)
     layers = [cell.init(keys[index], vocab_size if index == 0 else hidden_size, hidden_size,
                         recurrent_init, dtype) for index in range(num_layers)]
@@ -57,9 +58,10 @@ def init_params(key, arch, vocab_size, hidden_size, num_layers=1, *, dtype=jnp.f
             "b_y": jnp.zeros((vocab_size,), dtype)}
 
 
+@takes_arch
 def init_state(arch, batch_size, hidden_size, num_layers=1, dtype=jnp.float32):
     """Zero state: a tuple of ``num_layers`` carries (``(B, H)``, or ``LSTMState`` for lstm)."""
-    cell = resolve(arch)
+    cell = arch                             # a Cell (`takes_arch`)
     batch_size = validate.size("batch_size", batch_size)
     hidden_size = validate.size("hidden_size", hidden_size)
     num_layers = validate.size("num_layers", num_layers)
@@ -183,6 +185,7 @@ def _with_dropout(masks, dropout_masks):
     return masks._replace(outputs=outputs)
 
 
+@takes_arch
 def loss_fn(params, inputs, targets, state=None, *, arch, backward="manual", dropout=0.0,
             dropout_key=None, masks=None, activation=None, recurrent_init=None, matmul_dtype=None,
             zoneout=None):
@@ -195,7 +198,7 @@ def loss_fn(params, inputs, targets, state=None, *, arch, backward="manual", dro
       state: tuple of L carries from `init_state` or a previous window, in the parameters' dtype
         (a different dtype is an error, not a cast); None for zeros.
       arch: "rnn" | "lstm" | "gru", or a `jaxrnn.cells.Cell` that carries the options below
-        (`jaxrnn.cells.resolve`); activation, matmul_dtype, zoneout: see `jaxrnn.cells.get_cell`;
+        (`jaxrnn.cells.takes_arch`); activation, matmul_dtype, zoneout: see `jaxrnn.cells.get_cell`;
         recurrent_init: ignored (init-only, accepted so one set of options serves `init_params`
         and `loss_fn`).
       backward: "manual" (hand-written BPTT, `jax.custom_vjp`) or "autodiff" (`jax.grad` of the
@@ -212,7 +215,7 @@ def loss_fn(params, inputs, targets, state=None, *, arch, backward="manual", dro
     Returns: ``(loss scalar, final_state)``; use ``jax.value_and_grad(loss_fn, has_aux=True)``.
     """
     del recurrent_init
-    cell = resolve(arch, activation, matmul_dtype, zoneout)
+    cell = arch                             # a Cell with the options in it (`takes_arch`)
     inputs, targets, state = _checked_inputs(params, cell, inputs, state, targets)
     inputs, targets = jnp.asarray(inputs).T, jnp.asarray(targets).T       # (T, B), time-major
     dtype = params["W_hy"].dtype
@@ -254,25 +257,27 @@ def _checked_inputs(params, cell, inputs, state, targets=None, ndim=2):
 # ---------------------------------------------------------------------------------------------
 # Inference helpers (evaluation and sampling)
 # ---------------------------------------------------------------------------------------------
+@takes_arch
 def forward_log_probs(params, inputs, state=None, *, arch, activation=None, matmul_dtype=None,
                       zoneout=None):
     """inputs: (B, T) int32, T >= 1 -> ``(log_probs (B, T, V), final_state)``; no dropout, and
     zoneout (rates ``(p_h, p_c)`` or None) as its expectation.
 
     state: as for `loss_fn` (None for zeros)."""
-    cell = resolve(arch, activation, matmul_dtype, zoneout)
+    cell = arch                             # a Cell with the options in it (`takes_arch`)
     inputs, _, state = _checked_inputs(params, cell, inputs, state)
     inputs = jnp.asarray(inputs).T
     outputs, final_state, _ = stack_forward(cell, params["layers"], inputs, state)
     return jnp.swapaxes(output_log_probs(params, outputs, cell.matmul_dtype), 0, 1), final_state
 
 
+@takes_arch
 def model_step(params, state, ids, *, arch, activation=None, matmul_dtype=None, zoneout=None):
     """One character for every stream: ids (B,) int32 -> ``(state, logits (B, V))``; zoneout
     (rates ``(p_h, p_c)`` or None) as its expectation.
 
     state: tuple of L carries of batch B in the parameters' dtype (from `init_state`)."""
-    cell = resolve(arch, activation, matmul_dtype, zoneout)
+    cell = arch                             # a Cell with the options in it (`takes_arch`)
     if state is None:
         raise ConfigError("model_step needs a state; start from jaxrnn.init_state(arch, B, H, L)")
     ids, _, state = _checked_inputs(params, cell, ids, state, ndim=1)

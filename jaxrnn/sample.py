@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn import validate
-from jaxrnn.cells import resolve
+from jaxrnn.cells import takes_arch
 from jaxrnn.data import decode, encode
 from jaxrnn.errors import ConfigError
 from jaxrnn.model import model_step, zero_state_for
@@ -146,6 +146,7 @@ def filter_logits(logits, *, temperature=1.0, top_k=0, top_p=1.0):
     return logits
 
 
+@takes_arch
 def make_sampler(*, arch, activation=None, length, num_samples, temperature=1.0, top_k=0,
                  top_p=1.0, greedy=False, matmul_dtype=None, zoneout=None):
     """A jitted, pure ``sample_ids(params, prime_ids, key) -> ids`` for one set of options.
@@ -175,7 +176,7 @@ def make_sampler(*, arch, activation=None, length, num_samples, temperature=1.0,
       ConfigError: invalid options (see `validate_sampling_options`), unknown arch/activation.
     """
     validate_sampling_options(temperature, top_k, top_p, length, num_samples, greedy)
-    cell = resolve(arch, activation, matmul_dtype, zoneout)     # fail early; canonical options
+    cell = arch                     # a Cell (`takes_arch`): one cache key, however spelled
     if greedy:                      # the filters do not matter: share one sampler
         temperature, top_k, top_p = 1.0, 0, 1.0
     return _cached_sampler(cell, int(length), int(num_samples),
@@ -233,6 +234,7 @@ def start_character(vocab):
     return "\n" if "\n" in vocab else vocab[0]
 
 
+@takes_arch
 def sample_text(params, *, arch, vocab, key, prime="", length=200, num_samples=1, temperature=1.0,
                 top_k=0, top_p=1.0, greedy=False, activation=None, matmul_dtype=None,
                 zoneout=None):
@@ -257,7 +259,7 @@ def sample_text(params, *, arch, vocab, key, prime="", length=200, num_samples=1
         characters outside the vocabulary (the message names them).
     """
     validate_sampling_options(temperature, top_k, top_p, length, num_samples, greedy)
-    cell = resolve(arch, activation, matmul_dtype, zoneout)
+    cell = arch                             # a Cell with the options in it (`takes_arch`)
     vocab_size = validate.params(params, cell)[0]
     if not vocab or len(vocab) != vocab_size:
         raise ConfigError(f"the vocabulary has {len(vocab)} characters but the model predicts "

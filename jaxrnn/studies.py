@@ -139,6 +139,11 @@ def _base(budget, **extra):
             "log_every": size["log_every"], **extra}
 
 
+def _cell(arch):
+    """The `jaxrnn.cells.Cell` of an ``arch`` a study definition names (no options)."""
+    return cells.resolve(arch)
+
+
 def _counted_params(cell, vocab_size, hidden_size, num_layers):
     """Number of parameters of `jaxrnn.model.init_params`' model of ``cell`` (a
     `jaxrnn.cells.Cell`), read from its shapes (no arrays allocated)."""
@@ -180,12 +185,12 @@ def hidden_for_params(cell, vocab_size, target, num_layers=1):
 
 def _architectures(budget, vocab_size):
     hidden = _SIZES[budget]["hidden"]
-    target = param_count(cells.resolve("lstm"), vocab_size, hidden)
+    target = param_count(_cell("lstm"), vocab_size, hidden)
     groups = []
     for sizing in ("equal_hidden", "equal_params"):
         for arch in ("rnn", "lstm", "gru"):
             size = hidden if sizing == "equal_hidden" else hidden_for_params(
-                cells.resolve(arch), vocab_size, target)
+                _cell(arch), vocab_size, target)
             same = "lstm-equal_hidden" if sizing == "equal_params" and arch == "lstm" else None
             groups.append(Group(f"{arch}-{sizing}", {"sizing": sizing, "arch": arch,
                                                      "hidden_size": size},
@@ -371,7 +376,7 @@ def _cell_comparison(budget, vocab_size, *, reference_hidden, batch_size, dropou
         dropouts = dropouts[:1]
         models = [(name, spec) for name, spec in models if spec.get("num_layers", 1) == 1]
     reference_hidden = max(4, int(reference_hidden * size["scale"]))
-    target = param_count(cells.resolve("lstm"), vocab_size, reference_hidden)
+    target = param_count(_cell("lstm"), vocab_size, reference_hidden)
     lr_phase = dict(num_steps=size["lr_steps"], eval_every=size["lr_steps"] // 2,
                     warmup_steps=size["lr_steps"] // 12)
     trained = dict(num_steps=size["cap"], eval_every=size["eval_every"])
@@ -379,7 +384,7 @@ def _cell_comparison(budget, vocab_size, *, reference_hidden, batch_size, dropou
     for model_name, spec in models:
         arch, layers = spec["arch"], spec.get("num_layers", 1)
         hidden = (reference_hidden if (arch, layers) == ("lstm", 1)
-                  else hidden_for_params(cells.resolve(arch), vocab_size, target, layers))
+                  else hidden_for_params(_cell(arch), vocab_size, target, layers))
         labels = {"model": model_name, "hidden_size": hidden}
         overrides = {"num_layers": layers, **spec, "hidden_size": hidden}
         rate_source = f"lr-{model_name}"

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn import validate
-from jaxrnn.cells import make_step, project_inputs, resolve
+from jaxrnn.cells import make_step, project_inputs, takes_arch
 from jaxrnn.errors import ConfigError
 from jaxrnn.matmuls import matmul, sum_outer
 from jaxrnn.types import LayerMasks, LayerResiduals, RecurrenceMasks, StackGradients
@@ -264,6 +264,7 @@ def _manual_unroll_bwd(cell, saved, cotangents):
 _manual_unroll.defvjp(_manual_unroll_fwd, _manual_unroll_bwd)
 
 
+@takes_arch
 def unroll(layers, xs, state=None, *, arch, backward="manual", activation=None,
            matmul_dtype=None):
     """Run stacked cells over float inputs.
@@ -273,14 +274,14 @@ def unroll(layers, xs, state=None, *, arch, backward="manual", activation=None,
       xs: (T, B, I) float inputs, time-major, T >= 1, in the layers' dtype.
       state: tuple of L carries in the layers' dtype (an error otherwise, not a cast), or None
         for zeros.
-      arch: "rnn" | "lstm" | "gru", or a `jaxrnn.cells.Cell` (`jaxrnn.cells.resolve`);
+      arch: "rnn" | "lstm" | "gru", or a `jaxrnn.cells.Cell` (`jaxrnn.cells.takes_arch`);
         activation: see `jaxrnn.cells.get_cell`.
       backward: "manual" (hand-written BPTT via custom_vjp) or "autodiff" (JAX differentiates).
       matmul_dtype: None, or "bfloat16" for bfloat16 matmuls with float32 accumulation
         (`jaxrnn.matmuls.matmul`).
     Returns: ``(hiddens (T, B, H) of the top layer, final_state)``.
     """
-    cell = resolve(arch, activation, matmul_dtype)
+    cell = arch                             # a Cell with the options in it (`takes_arch`)
     num_layers, hidden_size, dtype = validate.layers(layers, cell)
     validate.float_inputs(xs, layers[0][cell.input_weight].shape[0], dtype)
     if state is None:

@@ -122,6 +122,16 @@ LIBRARY_CASES = {
         m[0], arch="gru", vocab="abcdefg", key=jax.random.key(0)), "pass arch='lstm'"),
     "sample_text vocabulary of another size": (lambda m: lambda: sample.sample_text(
         m[0], arch="lstm", vocab="abc", key=jax.random.key(0)), "the vocabulary has 3"),
+    "loss_fn with a Cell and an activation": (lambda m: _loss(
+        m[0], m[2], m[2], arch=jaxrnn.get_cell("lstm"), activation="tanh"),
+        "arch is a Cell (lstm), which carries its activation, matmul_dtype and zoneout; pass "
+        "them to get_cell instead"),
+    "model_step with a Cell and a matmul_dtype": (lambda m: lambda: jaxrnn.model_step(
+        m[0], m[1], m[2][:, 0], arch=jaxrnn.get_cell("lstm"), matmul_dtype="bfloat16"),
+        "arch is a Cell (lstm), which carries its activation"),
+    "loss_fn zoneout_cell on a GRU": (lambda m: _loss(m[0], m[2], m[2], arch="gru",
+                                                      zoneout=(0.1, 0.2)),
+                                      "zoneout_cell applies to arch=lstm only"),
     "sampler prime of shape (1, P)": (lambda m: lambda: sample.make_sampler(
         arch="lstm", length=2, num_samples=1)(m[0], jnp.zeros((1, 3), jnp.int32),
                                              jax.random.key(0)), "prime_ids must have shape (P,)"),

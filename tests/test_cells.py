@@ -1,11 +1,15 @@
-"""Cell steps against independent NumPy formulas, scan against a Python loop, initialisers."""
+"""Cell steps against independent NumPy formulas, scan against a Python loop, initialisers, and
+the public entry points' one conversion of ``arch`` into a Cell (`jaxrnn.cells.takes_arch`)."""
+import importlib
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import jaxrnn
-from jaxrnn import cells
+from jaxrnn import cells, diagnostics, gradient_flow, model, sample
 from jaxrnn.types import LSTMState
 
 B, I, H, T = 3, 4, 5, 6
@@ -155,3 +159,111 @@ def test_bad_options_raise_config_error(kwargs, message):
     arguments = {"vocab_size": 7, "hidden_size": 8, **kwargs}
     with pytest.raises(jaxrnn.ConfigError, match=message):
         jaxrnn.init_params(jax.random.key(0), **arguments)
+
+
+# ---------------------------------------------------------------------------------------------
+# The entry points' one conversion: a name (with its options) or the Cell, the same model
+# ---------------------------------------------------------------------------------------------
+V, VOCAB = 7, "abcdefg"
+unroll_module = importlib.import_module("jaxrnn.unroll")
+
+
+def _entry_points(params, state, ids):
+    """{name: (entry point, call(entry point, arch, **options))} for every public function that
+    takes ``arch``, on a one-layer model of V = 7 characters and H = 5 units."""
+    key = jax.random.key(0)
+    return {
+        "init_params": (model.init_params, lambda f, arch, **o: f(key, arch, V, H, **o)),
+        "init_state": (model.init_state, lambda f, arch, **o: f(arch, B, H)),
+        "loss_fn": (model.loss_fn, lambda f, arch, **o: f(params, ids, ids, state, arch=arch,
+                                                           **o)),
+        "forward_log_probs": (model.forward_log_probs, lambda f, arch, **o: f(
+            params, ids, state, arch=arch, **o)),
+        "model_step": (model.model_step, lambda f, arch, **o: f(params, state, ids[:, 0],
+                                                                 arch=arch, **o)),
+        "make_sampler": (sample.make_sampler, lambda f, arch, **o: f(
+            arch=arch, length=3, num_samples=2, **o)),
+        "sample_text": (sample.sample_text, lambda f, arch, **o: f(
+            params, arch=arch, vocab=VOCAB, key=key, prime="ab", length=3, **o)),
+        "projection_gradients": (gradient_flow.projection_gradients, lambda f, arch, **o: f(
+            params, ids, ids, arch=arch, **o)),
+        "fresh_model": (gradient_flow.fresh_model, lambda f, arch, **o: f(V, H, arch=arch, **o)),
+        "unroll": (unroll_module.unroll, lambda f, arch, **o: f(
+            params["layers"], jax.random.normal(key, (T, B, V)), state, arch=arch, **o)),
+        "resolve": (cells.resolve, lambda f, arch, **o: f(arch, **o)),
+    }
+
+
+def _small_model(arch, options):
+    cell = cells.get_cell(arch, **options)
+    params = jaxrnn.init_params(jax.random.key(1), cell, V, H)
+    state = jaxrnn.init_state(cell, B, H)
+    ids = jax.random.randint(jax.random.key(2), (B, T), 0, V)
+    return params, state, ids
+
+
+def _assert_same(got, want):
+    got_leaves, got_tree = jax.tree.flatten(got)
+    want_leaves, want_tree = jax.tree.flatten(want)
+    assert got_tree == want_tree
+    for got_leaf, want_leaf in zip(got_leaves, want_leaves):
+        if isinstance(got_leaf, (jax.Array, np.ndarray, float, int)):
+            np.testing.assert_array_equal(got_leaf, want_leaf)
+        else:                                   # a Cell's functions, a cached sampler, a string
+            assert got_leaf == want_leaf
+
+
+@pytest.mark.parametrize("arch,options", [
+    ("rnn", {"activation": "relu"}), ("lstm", {"zoneout": (0.1, 0.2)}),
+    ("gru", {"matmul_dtype": "bfloat16"})])
+def test_an_entry_point_given_a_name_or_its_cell_gives_the_same(arch, options):
+    params, state, ids = _small_model(arch, options)
+    for name, (entry_point, call) in _entry_points(params, state, ids).items():
+        accepted = {option: value for option, value in options.items()
+                    if option in inspect.signature(entry_point).parameters}
+        cell = cells.get_cell(arch, **accepted)
+        by_name = call(entry_point, arch, **accepted)
+        _assert_same(by_name, call(entry_point, cell))
+        if name == "resolve":
+            assert by_name == cell
+
+
+def test_takes_arch_is_the_one_conversion(monkeypatch):
+    """Each entry point converts a name once (one `get_cell`, in `takes_arch`, however many
+    entry points it calls), a Cell not at all, and keeps its signature and docstring."""
+    params, state, ids = _small_model("lstm", {})
+    calls = []
+    get_cell = cells.get_cell
+    monkeypatch.setattr(cells, "get_cell", lambda *args, **kwargs: calls.append(args) or
+                        get_cell(*args, **kwargs))
+    entry_points = _entry_points(params, state, ids)
+    entry_points["gradient_check"] = (diagnostics.gradient_check, lambda f, arch, **o: f(
+        arch=arch, dtype=jnp.float32, vocab_size=V, hidden_size=H, seq_len=3, batch_size=B,
+        num_directions=1, repeats=1))
+    for name, (entry_point, call) in entry_points.items():
+        wrapped = entry_point.__wrapped__                       # decorated by takes_arch
+        assert inspect.signature(entry_point) == inspect.signature(wrapped), name
+        assert entry_point.__doc__ == wrapped.__doc__ and entry_point.__name__ == wrapped.__name__
+        del calls[:]
+        call(entry_point, "lstm")
+        assert calls == [("lstm",)], name
+        del calls[:]
+        call(entry_point, get_cell("lstm"))
+        assert calls == [], name
+    for step, arch in ((jaxrnn.rnn_step, "rnn"), (jaxrnn.lstm_step, "lstm"),
+                       (jaxrnn.gru_step, "gru")):
+        cell = get_cell(arch)
+        del calls[:]
+        step(cell.init(jax.random.key(0), I, H, "orthogonal", jnp.float32),
+             cell.zero_carry(B, H, jnp.float32), jnp.ones((B, I)))
+        assert [args[0] for args in calls] == [arch]
+
+
+def test_a_wrong_call_keeps_pythons_own_message():
+    params, state, ids = _small_model("lstm", {})
+    with pytest.raises(TypeError, match=r"^loss_fn\(\) missing 1 required keyword-only "
+                                        r"argument: 'arch'$"):
+        jaxrnn.loss_fn(params, ids, ids)
+    with pytest.raises(TypeError, match=r"^init_params\(\) got an unexpected keyword argument "
+                                        r"'hidden'$"):
+        jaxrnn.init_params(jax.random.key(0), "lstm", V, hidden=H)
