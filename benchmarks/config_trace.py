@@ -16,7 +16,6 @@ import tempfile
 
 from absl import app, flags
 
-flags.DEFINE_string("json", None, "also write the trace as JSON to this path")
 FLAGS = flags.FLAGS
 
 
@@ -98,4 +97,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    # Defined here, not on import: the tests import this module beside launchers that define
+    # their own --json (one flag registry per process).
+    flags.DEFINE_string("json", None, "also write the trace as JSON to this path")
     app.run(main)
