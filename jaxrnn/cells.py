@@ -387,6 +387,11 @@ class Cell(NamedTuple):
         return self.name if self.activation is None else f"{self.name}-{self.activation}"
 
     @property
+    def zones_out_cell(self):
+        """Whether the cell has a memory cell that zoneout may act on (`zoneout_cell_applies`)."""
+        return zoneout_cell_applies(self.name, True)
+
+    @property
     def options(self):
         """The options beyond the name, as keywords of `get_cell` (for JSON descriptions)."""
         return {"activation": self.activation, "matmul_dtype": self.matmul_dtype,
@@ -399,10 +404,34 @@ def activation_applies(arch, activation):
     return arch == "rnn" or activation in (None, "tanh")
 
 
+def zoneout_cell_applies(arch, cell_zoneout):
+    """The rule for the cell-state zoneout, stated once: it is the LSTM's (its memory cell c);
+    the other cells take none. ``cell_zoneout``: its rate, or whether a mask is given (0 or
+    False: none)."""
+    return arch == "lstm" or not cell_zoneout
+
+
+def zoneout_rates(cell, zoneout):
+    """``zoneout`` as ``(p_h, p_c)`` floats in [0, 1), or None when it is None or both are 0;
+    ``p_c`` (the cell state) is for an LSTM ``cell`` (a `jaxrnn.cells.Cell`) only."""
+    if zoneout is None:
+        return None
+    if len(zoneout) != 2:
+        raise ConfigError(f"zoneout must be (hidden rate, cell rate), got {zoneout!r}")
+    hidden, cell_rate = (float(rate) for rate in zoneout)
+    for name, rate in (("zoneout_hidden", hidden), ("zoneout_cell", cell_rate)):
+        if not 0.0 <= rate < 1.0:
+            raise ConfigError(f"{name} must be in [0, 1), got {rate}")
+    if not zoneout_cell_applies(cell.name, cell_rate):
+        raise ConfigError(f"zoneout_cell applies to arch=lstm only (its memory cell c); set it to "
+                          f"0 for arch={cell.name}")
+    return None if hidden == cell_rate == 0.0 else (hidden, cell_rate)
+
+
 def get_cell(arch, activation=None, matmul_dtype=None, zoneout=None):
     """The `Cell` for ``arch`` in ("rnn", "lstm", "gru"); ``activation`` applies to "rnn" only
     (`activation_applies`); ``matmul_dtype`` (None or "bfloat16", see `matmul`) and ``zoneout``
-    (None or ``(p_h, p_c)``, see `regularisers.zoneout_rates`) are bound into all its functions."""
+    (None or ``(p_h, p_c)``, see `zoneout_rates`) are bound into all its functions."""
     if arch not in ARCHS:
         raise ConfigError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
     if matmul_dtype not in MATMUL_DTYPES:
@@ -418,7 +447,7 @@ def get_cell(arch, activation=None, matmul_dtype=None, zoneout=None):
         raise ConfigError(f"unknown activation {activation!r}; choose one of "
                           f"{', '.join(ACTIVATIONS)}")
     plain = _build_cell(arch, activation, matmul_dtype, None)
-    zoneout = regularisers.zoneout_rates(plain, zoneout)
+    zoneout = zoneout_rates(plain, zoneout)
     return plain if zoneout is None else _build_cell(arch, activation, matmul_dtype, zoneout)
 
 

@@ -8,7 +8,8 @@ import dataclasses
 import math
 from typing import Tuple
 
-from jaxrnn.cells import ACTIVATIONS, ARCHS, RECURRENT_INITS, activation_applies, resolve
+from jaxrnn.cells import (ACTIVATIONS, ARCHS, RECURRENT_INITS, activation_applies, resolve,
+                          zoneout_cell_applies)
 from jaxrnn import regularisers
 from jaxrnn.errors import ConfigError
 from jaxrnn.unroll import BACKWARDS
@@ -249,7 +250,7 @@ def validate(config: Config) -> Config:
         value = getattr(config, name)
         _require(isinstance(value, (int, float)) and 0.0 <= value < 1.0,
                  f"--{name} must be in [0, 1) (0: off), got {value!r}")
-    _require(regularisers.zoneout_cell_applies(config.arch, config.zoneout_cell),
+    _require(zoneout_cell_applies(config.arch, config.zoneout_cell),
              f"--zoneout_cell applies to --arch=lstm only (its memory cell); drop it or use "
              f"--zoneout_hidden with --arch={config.arch}")
     _require(0.0 < config.final_lr_fraction <= 1.0,

@@ -148,7 +148,7 @@ def _opened(config, rerun, runs=1, **folder_checks):
                                         name="training split")
             runchecks.check_memory(config.cell, len(corpus.vocab), config.hidden_size,
                                    config.num_layers, config.batch_size, config.seq_len,
-                                   train_lib.dtype_of(config)(0).itemsize, runs=runs)
+                                   np.dtype(config.dtype).itemsize, runs=runs)
             _lock_as_writer(held, config.output_dir)   # before the folder is checked or written
             yield received, corpus, streams, runchecks.prepare_output_dir(config.output_dir,
                                                                           **folder_checks)
@@ -241,14 +241,13 @@ def train(config, *, log=print, stop_at_step=None, overwrite=False):
 def _train(config, log, stop_at_step, received, corpus, streams, output_dir):
     num_windows = data.num_windows(streams, config.seq_len)
     checkpoint_dir, metrics_path = output_dir / CHECKPOINT_SUBDIR, output_dir / "metrics.jsonl"
-    best_val_loss = None
+    best_val_loss, val_streams = None, eval_streams(config, corpus.val, "validation")
     if config.resume:
         train_state, metadata = runstate.resume(config, corpus.vocab, checkpoint_dir)
         best_val_loss = metadata.get("best_val_loss")
         log(f"resumed from {checkpoint_dir} at step {int(train_state.step)}")
     else:
         train_state = train_lib.init_train_state(config, len(corpus.vocab))
-    val_streams = eval_streams(config, corpus.val, "validation")
     evaluate = train_lib.make_evaluate(config)
     streams = jax.device_put(streams)
     if config.data_parallel:

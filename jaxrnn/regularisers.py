@@ -155,7 +155,7 @@ def check_masks(masks: WindowMasks, cell, num_layers, seq_len, batch_size, vocab
                               f"{' or '.join(str(shape) for shape in expected)} for L, T, B, V, "
                               f"H = {num_layers}, {seq_len}, {batch_size}, {vocab_size}, "
                               f"{hidden_size}; draw them for this window's shape")
-    if not zoneout_cell_applies(cell.name, masks.zoneout_cell is not None):
+    if masks.zoneout_cell is not None and not cell.zones_out_cell:
         raise ConfigError(f"masks.zoneout_cell is for the LSTM's cell state; arch={cell.name} has "
                           "none, leave it None")
 
@@ -209,27 +209,3 @@ def window_regularisers(masks, zoneout):
     rates = zoneout or (0.0, 0.0)
     masks = masks or RecurrenceMasks()
     return masks.recurrent, masks.zoneout_hidden, masks.zoneout_cell, rates[0], rates[1]
-
-
-def zoneout_cell_applies(arch, cell_zoneout):
-    """The rule for the cell-state zoneout, stated once: it is the LSTM's (its memory cell c);
-    the other cells take none. ``cell_zoneout``: its rate, or whether a mask is given (0 or
-    False: none)."""
-    return arch == "lstm" or not cell_zoneout
-
-
-def zoneout_rates(cell, zoneout):
-    """``zoneout`` as ``(p_h, p_c)`` floats in [0, 1), or None when it is None or both are 0;
-    ``p_c`` (the cell state) is for an LSTM ``cell`` (a `jaxrnn.cells.Cell`) only."""
-    if zoneout is None:
-        return None
-    if len(zoneout) != 2:
-        raise ConfigError(f"zoneout must be (hidden rate, cell rate), got {zoneout!r}")
-    hidden, cell_rate = (float(rate) for rate in zoneout)
-    for name, rate in (("zoneout_hidden", hidden), ("zoneout_cell", cell_rate)):
-        if not 0.0 <= rate < 1.0:
-            raise ConfigError(f"{name} must be in [0, 1), got {rate}")
-    if not zoneout_cell_applies(cell.name, cell_rate):
-        raise ConfigError(f"zoneout_cell applies to arch=lstm only (its memory cell c); set it to "
-                          f"0 for arch={cell.name}")
-    return None if hidden == cell_rate == 0.0 else (hidden, cell_rate)

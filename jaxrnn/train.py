@@ -166,12 +166,12 @@ def init_train_state(config, vocab_size, key=None):
     """Fresh `TrainState` from the root key ``jax.random.key(config.seed)`` (or ``key``); the
     state keeps the root key, from which every later random stream is folded (STREAM_*)."""
     key = jax.random.key(config.seed) if key is None else key
+    model_state = zero_model_state(config, config.batch_size)
     params = model.init_params(stream_key(key, STREAM_INIT), config.cell, vocab_size,
                                config.hidden_size, config.num_layers, dtype=dtype_of(config),
                                recurrent_init=config.recurrent_init)
     counters = [jnp.zeros((), jnp.int32) for _ in range(3)]  # distinct buffers: they are donated
-    return TrainState(params, make_optimizer(config).init(params),
-                      zero_model_state(config, config.batch_size), *counters, key)
+    return TrainState(params, make_optimizer(config).init(params), model_state, *counters, key)
 
 
 # ---------------------------------------------------------------------------------------------
