@@ -64,8 +64,8 @@ class Group(NamedTuple):
         group's own and its learning-rate extensions'), e.g. the learning rate an earlier
         group bracketed or the dropout that validated best; ``overrides`` and ``labels`` it
         returns are merged into the group's own.
-    retry_lower: how many times a trained group whose runs all stalled (`stalled`: best at the
-        first evaluation, stopped before the cap) is trained again at 1 / LR_FACTOR of its rate
+    retry_lower: how many times a trained group with a run that stalled (`stalled`: best in
+        the first eighth of the cap) is trained again at 1 / LR_FACTOR of its rate
         (`retry_at_lower_rates`): a rate bracketed on short runs can be too high for a long one.
     note: how the group's derived values were chosen, shown in the study's table.
     """
@@ -878,12 +878,14 @@ def bracket_learning_rate(study, group, result, output_dir, seeds, overrides, lo
 
 
 def stalled(result):
-    """Whether every run of a trained-to-best group had its best validation loss at the first
-    evaluation and the group stopped before its cap: the runs got worse from there on (the loss
-    blew up or spiked), so the rate is too high for a run this long."""
+    """Whether a run of a trained-to-best group had its best validation loss in the first eighth
+    of its cap (at least its first evaluation): from there it got worse or stopped improving --
+    the loss blew up, spiked or plateaued -- so the rate is too high for a run this long (a rate
+    bracketed on short runs, which stop about there, can be). One such run is enough: the retry
+    at a lower rate is then compared with it on mean validation loss over the seeds."""
     config = result["config"]
-    return all(run.get("best_step") == config["eval_every"]
-               and run.get("steps", config["num_steps"]) < config["num_steps"]
+    early = max(config["eval_every"], config["num_steps"] // 8)
+    return any(run.get("best_step") is not None and run["best_step"] <= early
                for run in result["runs"])
 
 
@@ -899,15 +901,20 @@ def retry_at_lower_rates(study, group, result, output_dir, seeds, overrides, log
             break
         stalled_rate = last["runs"][0]["learning_rate"]
         rate = stalled_rate / LR_FACTOR
+        early = max(last["config"]["eval_every"], last["config"]["num_steps"] // 8)
+        count = sum(run.get("best_step") is not None and run["best_step"] <= early
+                    for run in last["runs"])
         retry = group._replace(
             name=f"{group.name}-lr{rate:.3g}", learning_rates=(rate,), bracket=0, retry_lower=0,
             derive=None, same_as=None,
             note=f"{group.note + '; ' if group.note else ''}{stalled_rate:.3g} stalled in the "
-                 f"long run (best at its first evaluation), retried at {rate:.3g}")
+                 f"long run ({count} of {len(last['runs'])} runs best by step {early}), "
+                 f"retried at {rate:.3g}")
         config = group_config(study, retry, output_dir, overrides)
         if not train and not (pathlib.Path(config.output_dir) / RESULT_FILE).exists():
             break
-        log(f"  {group.name}: every run stalled at {stalled_rate:.3g}, retrying at {rate:.3g}")
+        log(f"  {group.name}: {count} of {len(last['runs'])} runs stalled at {stalled_rate:.3g}, "
+            f"retrying at {rate:.3g}")
         retries.append({**_train_or_load(study, retry, config, seeds, {}, f"  {retry.name}",
                                          log), "retry_of": group.name})
     return retries

@@ -354,3 +354,13 @@ def test_combined_regularisers_merges_the_methods_that_beat_the_baseline():
     done["base"] = [_fake_result(1.50, dropout=0.25)]
     fields = derive(done)
     assert fields["same_as"] == "recurrent" and "no method beat base" in fields["note"]
+
+
+def test_a_group_stalls_when_one_run_peaks_in_the_first_eighth_of_its_cap():
+    def result(*best_steps):
+        return {"config": {"num_steps": 4800, "eval_every": 300},
+                "runs": [{"best_step": step} for step in best_steps]}
+    assert studies.stalled(result(600, 4800, 4500))          # one run peaked at step 600 of 4800
+    assert studies.stalled(result(300))
+    assert not studies.stalled(result(900, 4800, 4800))      # past the first eighth: it trained
+    assert not studies.stalled(result(None, None))           # not a trained-to-best group
