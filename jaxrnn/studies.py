@@ -464,8 +464,9 @@ def _irnn(budget, vocab_size):
 def _schedules_depth(budget, vocab_size):
     """The LSTM of ~108 k parameters (H=128) at its own bracketed learning rate (``lr-lstm``),
     trained to its best: the constant, cosine and exponential schedules after a warm-up of 100
-    steps and the cosine one without warm-up, and 1-3 layers x dropout 0 / 0.25 / 0.5 (cosine, warm-up 100; every depth at the
-    one-layer model's rate), each with the study's seeds."""
+    steps and the cosine one without warm-up; then 1-3 layers x dropout 0 / 0.25 / 0.5 (cosine,
+    warm-up 100) at the rate that validated best in the long cosine runs (``cosine-warmup100``
+    and its retry at a lower rate, if it stalled). Each with the study's seeds."""
     size = _TO_BEST["quick" if budget == "quick" else "to_best"]
     hidden = max(4, int(128 * size["scale"]))
     warmups = (0, 100) if budget != "quick" else (0, 8)
@@ -498,7 +499,9 @@ def _schedules_depth(budget, vocab_size):
                                 {**common, **trained, "schedule": "cosine",
                                  "warmup_steps": warmups[1], "num_layers": layers,
                                  "dropout": dropout}, (), patience=size["patience"],
-                                same_as=same, derive=best_rate_of("lr-lstm")))
+                                retry_lower=1, same_as=same,
+                                derive=best_rate_of(f"cosine-warmup{warmups[1]}",
+                                                    long_runs=True)))
     base = {**_COMMON, "batch_size": size.get("batch_size", 32),
             "log_every": size["eval_every"] // 2}
     return Study("At the LSTM's bracketed learning rate and trained to its best validation loss: "
@@ -920,15 +923,20 @@ def retry_at_lower_rates(study, group, result, output_dir, seeds, overrides, log
     return retries
 
 
-def best_rate_of(source):
+def best_rate_of(source, long_runs=False):
     """A `Group.derive` giving the group the best learning rate of the earlier group
-    ``source`` and its extensions (with the bracket's status in the group's note)."""
+    ``source`` and its extensions or retries, with the bracket's status in the group's note;
+    ``long_runs``: ``source`` is a trained-to-best group, and the note says its long runs (and
+    any retry at a lower rate) chose the rate instead."""
     def derive(done):
         losses = mean_val_by_rate(done[source])
         rate = min(losses, key=losses.get)
+        rates = ", ".join(f"{value:.3g}" for value in sorted(losses))
+        if long_runs:
+            return {"learning_rates": (rate,),
+                    "note": f"lr that validated best in {source}'s long runs ({rates})"}
         return {"learning_rates": (rate,),
-                "note": f"lr from {source} ({bracket_status(list(losses), rate)}: "
-                        + ", ".join(f"{value:.3g}" for value in sorted(losses)) + ")"}
+                "note": f"lr from {source} ({bracket_status(list(losses), rate)}: {rates})"}
     return derive
 
 
