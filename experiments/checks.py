@@ -8,7 +8,7 @@ folder and memory by `jaxrnn.runchecks`, a library call's arguments by `jaxrnn.v
 import numpy as np
 
 from jaxrnn import runchecks, validate
-from jaxrnn.cells import ACTIVATIONS, ARCHS, resolve
+from jaxrnn.cells import ACTIVATIONS, ARCHS, resolve, takes_activation
 from jaxrnn.errors import ConfigError
 
 
@@ -50,10 +50,10 @@ def gradcheck_cases(archs, activations, *, activations_given, vocab_size, hidden
     _names("--activations", activations, tuple(ACTIVATIONS), "activation")
     if not archs:
         raise ConfigError(f"--archs is empty; give one or more of {', '.join(ARCHS)}")
-    if "rnn" in archs and not activations:
+    if any(takes_activation(arch) for arch in archs) and not activations:
         raise ConfigError(f"--activations is empty; give one or more of "
                           f"{', '.join(ACTIVATIONS)}, or drop rnn from --archs")
-    if activations_given and "rnn" not in archs:
+    if activations_given and not any(takes_activation(arch) for arch in archs):
         raise ConfigError(f"--activations={','.join(activations)} applies to the vanilla RNN "
                           "only; add rnn to --archs or drop --activations")
     for name, value in (("hidden_size", hidden_size), ("seq_len", seq_len),
@@ -66,4 +66,4 @@ def gradcheck_cases(archs, activations, *, activations_given, vocab_size, hidden
     runchecks.check_memory(resolve("lstm"), vocab_size, hidden_size, num_layers, batch_size,
                            seq_len, np.dtype(dtype).itemsize)
     return [(arch, activation) for arch in archs
-            for activation in (activations if arch == "rnn" else [None])]
+            for activation in (activations if takes_activation(arch) else [None])]

@@ -10,7 +10,7 @@ import os
 from experiments import common
 from jaxrnn import checkpoint, gradient_flow, runstate
 from jaxrnn import config as config_lib
-from jaxrnn.cells import ACTIVATIONS, ARCHS, RECURRENT_INITS
+from jaxrnn.cells import ACTIVATIONS, ARCHS, RECURRENT_INITS, takes_activation
 from jaxrnn.errors import CheckpointError, ConfigError
 from jaxrnn.report import figures
 
@@ -97,7 +97,7 @@ def parse_model_spec(spec):
         raise ConfigError(f"model {spec!r}: unknown arch {arch!r}; write rnn[:ACTIVATION[:INIT]] "
                           f"or lstm|gru[:INIT], e.g. rnn:relu:identity")
     activation = None
-    if arch == "rnn":
+    if takes_activation(arch):
         activation = parts[1] if len(parts) > 1 else "tanh"
         if activation not in ACTIVATIONS:
             raise ConfigError(f"model {spec!r}: unknown activation {activation!r}; choose one of "

@@ -398,10 +398,15 @@ class Cell(NamedTuple):
                 "zoneout": self.zoneout}
 
 
+def takes_activation(arch):
+    """The rule for ``activation``, stated once: it is the vanilla RNN's option."""
+    return arch == "rnn"
+
+
 def activation_applies(arch, activation):
-    """The rule for ``activation``, stated once: it is the vanilla RNN's option; the other cells
+    """Whether ``activation`` may be given with ``arch`` (`takes_activation`); the other cells
     take none (None, or the default "tanh", which they ignore)."""
-    return arch == "rnn" or activation in (None, "tanh")
+    return takes_activation(arch) or activation in (None, "tanh")
 
 
 def zoneout_cell_applies(arch, cell_zoneout):
@@ -439,7 +444,7 @@ def get_cell(arch, activation=None, matmul_dtype=None, zoneout=None):
     if not activation_applies(arch, activation):
         raise ConfigError(f"activation={activation!r} applies to arch=rnn only; drop it for "
                           f"arch={arch}")
-    if arch != "rnn":
+    if not takes_activation(arch):
         activation = None
     elif activation is None:
         activation = "tanh"
