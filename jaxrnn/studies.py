@@ -453,7 +453,7 @@ def _irnn(budget, vocab_size):
                             "recurrent_init": "orthogonal"}))
     return _cell_comparison(
         budget, vocab_size, reference_hidden=128, batch_size=32, dropouts=(0.0,), models=models,
-        lr_grid=(0.03, 0.1, 0.3),
+        lr_grid=(0.001, 0.01, 0.1),
         base_extra={"optimizer": "sgd", "momentum": 0.0, "schedule": "constant",
                     "warmup_steps": 0},
         question="Does an IRNN (ReLU, identity recurrent matrix) trained with plain SGD learn "
@@ -842,10 +842,16 @@ def bracket_status(rates_tried, best):
     return "top edge" if best == max(rates_tried) else "bottom edge"
 
 
+def lowest_loss_rate(rate_losses):
+    """The rate of ``{rate: loss}`` with the lowest loss, the lowest rate among ties."""
+    return min(rate_losses, key=lambda rate: (rate_losses[rate], rate))
+
+
 def next_rate(rate_losses, factor=LR_FACTOR):
     """The learning rate that extends a grid whose best is on its edge (LR_FACTOR beyond it);
-    None when the best is interior."""
-    best = min(rate_losses, key=rate_losses.get)
+    None when the best is interior. Ties (every rate diverged: all inf) go to the lowest rate,
+    so a grid that diverges everywhere is extended downwards."""
+    best = lowest_loss_rate(rate_losses)
     status = bracket_status(list(rate_losses), best)
     if status == "top edge":
         return max(rate_losses) * factor
@@ -930,7 +936,7 @@ def best_rate_of(source, long_runs=False):
     any retry at a lower rate) chose the rate instead."""
     def derive(done):
         losses = mean_val_by_rate(done[source])
-        rate = min(losses, key=losses.get)
+        rate = lowest_loss_rate(losses)
         rates = ", ".join(f"{value:.3g}" for value in sorted(losses))
         if long_runs:
             return {"learning_rates": (rate,),

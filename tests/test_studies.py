@@ -364,3 +364,11 @@ def test_a_group_stalls_when_one_run_peaks_in_the_first_eighth_of_its_cap():
     assert studies.stalled(result(300))
     assert not studies.stalled(result(900, 4800, 4800))      # past the first eighth: it trained
     assert not studies.stalled(result(None, None))           # not a trained-to-best group
+
+
+def test_a_grid_that_diverges_at_every_rate_is_extended_downwards():
+    inf = float("inf")
+    assert studies.next_rate({0.03: inf, 0.1: inf, 0.3: inf}) == pytest.approx(0.01)
+    assert studies.next_rate({0.01: 2.0, 0.03: inf, 0.1: inf}) == pytest.approx(0.01 / 3)
+    assert studies.next_rate({0.01: 2.5, 0.03: 2.0, 0.1: inf}) is None      # bracketed
+    assert studies.lowest_loss_rate({0.3: inf, 0.03: inf}) == 0.03
