@@ -67,6 +67,9 @@ class Group(NamedTuple):
     retry_lower: how many times a trained group with a run that stalled (`stalled`: best in
         the first eighth of the cap) is trained again at 1 / LR_FACTOR of its rate
         (`retry_at_lower_rates`): a rate bracketed on short runs can be too high for a long one.
+    lower_too: with ``retry_lower``, train the group at 1 / LR_FACTOR of its rate whether or not
+        it stalled: its long runs then choose between the two rates (a rate bracketed on short
+        runs tends to be too high for a long one).
     note: how the group's derived values were chosen, shown in the study's table.
     """
 
@@ -81,6 +84,7 @@ class Group(NamedTuple):
     patience: int = 0
     bracket: int = 0
     retry_lower: int = 0
+    lower_too: bool = False
     derive: Optional[Callable] = None
     note: Optional[str] = None
 
@@ -462,11 +466,12 @@ def _irnn(budget, vocab_size):
 
 
 def _schedules_depth(budget, vocab_size):
-    """The LSTM of ~108 k parameters (H=128) at its own bracketed learning rate (``lr-lstm``),
-    trained to its best: the constant, cosine and exponential schedules after a warm-up of 100
-    steps and the cosine one without warm-up; then 1-3 layers x dropout 0 / 0.25 / 0.5 (cosine,
-    warm-up 100) at the rate that validated best in the long cosine runs (``cosine-warmup100``
-    and its retry at a lower rate, if it stalled). Each with the study's seeds."""
+    """The LSTM of ~108 k parameters (H=128) trained to its best: the constant, cosine and
+    exponential schedules after a warm-up of 100 steps and the cosine one without warm-up, each
+    at its own bracketed learning rate (``lr-lstm``) and at a third of it (`Group.lower_too`),
+    reported at the one that validates best; then 1-3 layers x dropout 0 / 0.25 / 0.5 (cosine,
+    warm-up 100) at the rate that validated best in the long cosine runs. Each with the study's
+    seeds."""
     size = _TO_BEST["quick" if budget == "quick" else "to_best"]
     hidden = max(4, int(128 * size["scale"]))
     warmups = (0, 100) if budget != "quick" else (0, 8)
@@ -487,11 +492,11 @@ def _schedules_depth(budget, vocab_size):
                              "warmup_steps": warmup, "num_layers": 1, "dropout": 0.0},
                             {**common, **trained, "schedule": schedule,
                              "warmup_steps": warmup, "dropout": 0.0}, (),
-                            patience=size["patience"], retry_lower=1,
+                            patience=size["patience"], retry_lower=1, lower_too=True,
                             derive=best_rate_of("lr-lstm")))
     for layers in ((1, 2) if budget == "quick" else (1, 2, 3)):
         for dropout in ((0.0, 0.5) if budget == "quick" else (0.0, 0.25, 0.5)):
-            same = f"cosine-warmup{warmups[1]}" if (layers, dropout) == (1, 0.0) else None
+            reuse = (layers, dropout) == (1, 0.0)     # the cosine group at the chosen rate
             groups.append(Group(f"depth-L{layers}-dropout{dropout:g}",
                                 {"part": "depth", "schedule": "cosine",
                                  "warmup_steps": warmups[1], "num_layers": layers,
@@ -499,9 +504,9 @@ def _schedules_depth(budget, vocab_size):
                                 {**common, **trained, "schedule": "cosine",
                                  "warmup_steps": warmups[1], "num_layers": layers,
                                  "dropout": dropout}, (), patience=size["patience"],
-                                retry_lower=1, same_as=same,
+                                retry_lower=0 if reuse else 1,
                                 derive=best_rate_of(f"cosine-warmup{warmups[1]}",
-                                                    long_runs=True)))
+                                                    long_runs=True, reuse=reuse)))
     base = {**_COMMON, "batch_size": size.get("batch_size", 32),
             "log_every": size["eval_every"] // 2}
     return Study("At the LSTM's bracketed learning rate and trained to its best validation loss: "
@@ -806,7 +811,8 @@ def _train_or_load(study, group, config, seeds, done, where, log):
         log(f"{where}: done earlier, loaded {path}")
         return json.loads(path.read_text())
     if group.same_as is not None:
-        source = done[group.same_as][0]
+        source = next(result for results in done.values() for result in results
+                      if result["group"] == group.same_as)
         result = {**source, "group": group.name, "labels": group.labels,
                   "runs_dir": source.get("runs_dir", group.same_as)}
         _write_json(path, result)
@@ -899,48 +905,54 @@ def stalled(result):
 
 
 def retry_at_lower_rates(study, group, result, output_dir, seeds, overrides, log, train=True):
-    """While the latest of ``group``'s results `stalled`, train it again at 1 / LR_FACTOR of its
-    rate, up to ``group.retry_lower`` times, as one-rate groups ``<name>-lr<rate>`` (each with its
+    """While the latest of ``group``'s results `stalled` (with ``group.lower_too``, the first
+    time regardless), train it again at 1 / LR_FACTOR of its rate, up to ``group.retry_lower``
+    times, as one-rate groups ``<name>-lr<rate>`` (each with its
     own ``result.json``). With ``train`` False only finished retries are loaded. Returns the
     retries' results."""
     retries = []
     for _ in range(group.retry_lower):
         last = (retries or [result])[-1]
-        if not stalled(last):
+        if not stalled(last) and not (group.lower_too and not retries):
             break
         stalled_rate = last["runs"][0]["learning_rate"]
         rate = stalled_rate / LR_FACTOR
         early = max(last["config"]["eval_every"], last["config"]["num_steps"] // 8)
         count = sum(run.get("best_step") is not None and run["best_step"] <= early
                     for run in last["runs"])
+        why = (f"{stalled_rate:.3g} stalled in the long run ({count} of {len(last['runs'])} "
+               f"runs best by step {early}), retried at {rate:.3g}" if count else
+               f"also trained at {rate:.3g}, a third of {stalled_rate:.3g}")
         retry = group._replace(
             name=f"{group.name}-lr{rate:.3g}", learning_rates=(rate,), bracket=0, retry_lower=0,
-            derive=None, same_as=None,
-            note=f"{group.note + '; ' if group.note else ''}{stalled_rate:.3g} stalled in the "
-                 f"long run ({count} of {len(last['runs'])} runs best by step {early}), "
-                 f"retried at {rate:.3g}")
+            lower_too=False, derive=None, same_as=None,
+            note=f"{group.note + '; ' if group.note else ''}{why}")
         config = group_config(study, retry, output_dir, overrides)
         if not train and not (pathlib.Path(config.output_dir) / RESULT_FILE).exists():
             break
-        log(f"  {group.name}: {count} of {len(last['runs'])} runs stalled at {stalled_rate:.3g}, "
-            f"retrying at {rate:.3g}")
+        log(f"  {group.name}: {why}")
         retries.append({**_train_or_load(study, retry, config, seeds, {}, f"  {retry.name}",
                                          log), "retry_of": group.name})
     return retries
 
 
-def best_rate_of(source, long_runs=False):
+def best_rate_of(source, long_runs=False, reuse=False):
     """A `Group.derive` giving the group the best learning rate of the earlier group
     ``source`` and its extensions or retries, with the bracket's status in the group's note;
     ``long_runs``: ``source`` is a trained-to-best group, and the note says its long runs (and
-    any retry at a lower rate) chose the rate instead."""
+    any retry at a lower rate) chose the rate instead; ``reuse``: the group is the same program
+    as ``source`` and reports the runs of whichever of its results has that rate (``same_as``)."""
     def derive(done):
         losses = mean_val_by_rate(done[source])
         rate = lowest_loss_rate(losses)
         rates = ", ".join(f"{value:.3g}" for value in sorted(losses))
         if long_runs:
-            return {"learning_rates": (rate,),
-                    "note": f"lr that validated best in {source}'s long runs ({rates})"}
+            fields = {"learning_rates": (rate,),
+                      "note": f"lr that validated best in {source}'s long runs ({rates})"}
+            if reuse:
+                fields["same_as"] = next(result["group"] for result in done[source]
+                                         if result["runs"][0]["learning_rate"] == rate)
+            return fields
         return {"learning_rates": (rate,),
                 "note": f"lr from {source} ({bracket_status(list(losses), rate)}: {rates})"}
     return derive

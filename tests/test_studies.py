@@ -372,3 +372,27 @@ def test_a_grid_that_diverges_at_every_rate_is_extended_downwards():
     assert studies.next_rate({0.01: 2.0, 0.03: inf, 0.1: inf}) == pytest.approx(0.01 / 3)
     assert studies.next_rate({0.01: 2.5, 0.03: 2.0, 0.1: inf}) is None      # bracketed
     assert studies.lowest_loss_rate({0.3: inf, 0.03: inf}) == 0.03
+
+
+def test_lower_too_trains_a_third_of_the_rate_and_reuse_reports_the_better(tmp_path, monkeypatch):
+    """A group with ``lower_too`` is trained at its rate and a third of it even without a stall;
+    a later group deriving with ``reuse`` reports the runs of whichever validated better."""
+    trained = []
+    monkeypatch.setattr(studies, "run_group", _fake_trainer(
+        lambda rate, dropout: 2.0 + math.log(rate / 0.011) ** 2 + dropout, trained))
+    lr = studies.Group("lr", {"part": "lr"}, {"dropout": 0.0}, (1e-3, 3e-3, 1e-2, 3e-2),
+                       seeds=(0,))
+    long = studies.Group("long", {"part": "trained", "dropout": 0.0},
+                         {"dropout": 0.0, "num_steps": 40, "eval_every": 10}, (), seeds=(0,),
+                         patience=2, retry_lower=1, lower_too=True,
+                         derive=studies.best_rate_of("lr"))
+    again = studies.Group("again", {"part": "trained", "dropout": 0.5},
+                          {"dropout": 0.0, "num_steps": 40, "eval_every": 10}, (), seeds=(0,),
+                          patience=2, derive=studies.best_rate_of("long", long_runs=True,
+                                                                  reuse=True))
+    study = studies.Study("?", {}, (lr, long, again), ("part", "dropout", "learning_rate"))
+    results = studies.run(study, tmp_path, seeds=(0,), log=lambda _: None)
+    assert [name for name, _, _ in trained] == ["lr", "long", "long-lr0.00333"]
+    reused = results[-1]
+    assert reused["group"] == "again" and reused["runs_dir"] == "long"   # 0.01 beat 0.0033
+    assert "also trained at 0.00333" in results[2]["note"]
