@@ -76,7 +76,8 @@ def best_learning_rates(rows, keys):
             return (np.mean([loss if loss is not None and not row["diverged"] else np.inf
                              for loss, row in zip(losses, item[1])]))
 
-        best[config] = min(by_rate, key=score)[0][0]
+        # ties (every rate diverged) go to the lowest rate, as the runner's (`studies.next_rate`)
+        best[config] = min(by_rate, key=lambda item: (score(item), item[0][0]))[0][0]
     return config_keys, best
 
 
