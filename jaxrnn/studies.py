@@ -898,10 +898,16 @@ def stalled(result):
     the loss blew up, spiked or plateaued -- so the rate is too high for a run this long (a rate
     bracketed on short runs, which stop about there, can be). One such run is enough: the retry
     at a lower rate is then compared with it on mean validation loss over the seeds."""
+    return _peaked_early(result)[0] > 0
+
+
+def _peaked_early(result):
+    """``(how many runs of ``result`` had their best validation loss by step ``early``, early)``,
+    ``early`` the first eighth of the cap (at least the first evaluation)."""
     config = result["config"]
     early = max(config["eval_every"], config["num_steps"] // 8)
-    return any(run.get("best_step") is not None and run["best_step"] <= early
-               for run in result["runs"])
+    return sum(run.get("best_step") is not None and run["best_step"] <= early
+               for run in result["runs"]), early
 
 
 def retry_at_lower_rates(study, group, result, output_dir, seeds, overrides, log, train=True):
@@ -917,9 +923,7 @@ def retry_at_lower_rates(study, group, result, output_dir, seeds, overrides, log
             break
         stalled_rate = last["runs"][0]["learning_rate"]
         rate = stalled_rate / LR_FACTOR
-        early = max(last["config"]["eval_every"], last["config"]["num_steps"] // 8)
-        count = sum(run.get("best_step") is not None and run["best_step"] <= early
-                    for run in last["runs"])
+        count, early = _peaked_early(last)
         why = (f"{stalled_rate:.3g} stalled in the long run ({count} of {len(last['runs'])} "
                f"runs best by step {early}), retried at {rate:.3g}" if count else
                f"also trained at {rate:.3g}, a third of {stalled_rate:.3g}")
