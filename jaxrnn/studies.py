@@ -109,6 +109,8 @@ class Study(NamedTuple):
         table (`jaxrnn.report.study_tables.explored`) over ``factors``, per arch.
     gradient_reach: measure how far back the gradient of each group's best run reaches
         (`jaxrnn.gradient_flow` on REACH_WINDOW characters of the validation split).
+    curve_parts: values of the ``part`` label whose runs the curves plots draw, one panel each,
+        e.g. ``("trained", "trained-L2")``; () draws every run in one panel.
     """
 
     question: str
@@ -122,6 +124,7 @@ class Study(NamedTuple):
     explore: Tuple[Tuple[str, Tuple[str, ...]], ...] = ()
     panels: Tuple[str, ...] = ()
     compare_within: Tuple[str, ...] = ()
+    curve_parts: Tuple[str, ...] = ()
 
 
 # Settings every study shares unless it says otherwise: the data pipeline of the main job, no
@@ -534,11 +537,12 @@ _REGULARISER_FIELDS = ("dropout", "variational_dropout", "recurrent_dropout", "w
                        "embedding_dropout", "zoneout_hidden", "zoneout_cell", "weight_decay")
 
 
-def combined_regularisers(baseline, candidates, rate_source):
+def combined_regularisers(baseline, candidates, rate_source, reuse=True):
     """A `Group.derive`: the settings of every group of ``candidates`` whose mean validation loss
     beat ``baseline``'s, merged into one (the largest rate of each field; AdamW when a weight
-    decay won), at the rate of ``rate_source``; the best single one when none beat it. When one
-    group is chosen the combination reports its runs (``same_as``)."""
+    decay won), at the rate of ``rate_source``; the best single one when none beat it. With
+    ``reuse``, when one group is chosen the combination reports its runs (``same_as``); without
+    it (the combination applied to another model) it is always trained."""
     def derive(done):
         def loss(name):
             return min(mean_val_by_rate(done[name]).values())
@@ -560,7 +564,7 @@ def combined_regularisers(baseline, candidates, rate_source):
                 "overrides": overrides, "note": note,
                 "labels": {"method": "combination: " + " + ".join(chosen)},
                 # one method chosen: the combination is that group's program, not trained again
-                "same_as": chosen[0] if len(chosen) == 1 else None}
+                "same_as": chosen[0] if reuse and len(chosen) == 1 else None}
     return derive
 
 
@@ -580,17 +584,31 @@ def _regularisation(budget, vocab_size):
         groups.append(Group(name, {"part": "trained", "method": name},
                             {**common, **trained, **fields}, (), patience=size["patience"],
                             derive=best_rate_of("lr-lstm")))
+    candidates = tuple(name for name, _ in rows[1:] if name != "none")
     groups.append(Group("combination", {"part": "trained"}, {**common, **trained}, (),
                         patience=size["patience"],
-                        derive=combined_regularisers(
-                            rows[0][0], tuple(name for name, _ in rows[1:] if name != "none"),
-                            "lr-lstm")))
+                        derive=combined_regularisers(rows[0][0], candidates, "lr-lstm")))
+    # The alternative size: two layers of H (2.6x the parameters; dropout now also between the
+    # layers), its own bracketed rate, trained with today's dropout and with the combination.
+    deep = {**common, "num_layers": 2}
+    groups += [Group("lr-lstm-L2", {"part": "lr-L2", "method": "dropout0.25"},
+                     {**deep, **lr_phase, "dropout": 0.25}, _LR_GRID, seeds=(0,),
+                     bracket=size["bracket"]),
+               Group("L2-combination", {"part": "trained-L2"}, {**deep, **trained}, (),
+                     patience=size["patience"],
+                     derive=combined_regularisers(rows[0][0], candidates, "lr-lstm-L2",
+                                                  reuse=False)),
+               Group("L2-dropout0.25", {"part": "trained-L2", "method": "dropout0.25"},
+                     {**deep, **trained, "dropout": 0.25}, (), patience=size["patience"],
+                     derive=best_rate_of("lr-lstm-L2"))]
     base = {**_COMMON, "batch_size": size.get("batch_size", 64),
             "log_every": size["eval_every"] // 2}
     return Study("Which regulariser closes the LSTM's over-fitting gap at the main job's scale "
-                 "(H=384), trained to its best validation loss at the bracketed rate?", base,
+                 "(H=384, and two layers of 384), trained to its best validation loss at the "
+                 "bracketed rate?", base,
                  tuple(groups), ("part", "method", "learning_rate"), best_lr=True,
-                 plots=("curves",), compare_within=("part",))
+                 plots=("curves_nats",), compare_within=("part",),
+                 curve_parts=("trained", "trained-L2"))
 
 
 STUDIES = {"architectures": _architectures, "activations": _activations, "seq_len": _seq_len,

@@ -354,6 +354,12 @@ def test_combined_regularisers_merges_the_methods_that_beat_the_baseline():
     done["base"] = [_fake_result(1.50, dropout=0.25)]
     fields = derive(done)
     assert fields["same_as"] == "recurrent" and "no method beat base" in fields["note"]
+    # applied to another model (the alternative size) it is trained, at that model's own rate
+    done["lr-L2"] = [_fake_result(1.8, rate=0.01), _fake_result(1.9, rate=0.03)]
+    fields = studies.combined_regularisers("base", ("recurrent", "weight_drop", "adamw"),
+                                           "lr-L2", reuse=False)(done)
+    assert fields["same_as"] is None and fields["learning_rates"] == (0.01,)
+    assert fields["overrides"]["recurrent_dropout"] == 0.25
 
 
 def test_a_group_stalls_when_one_run_peaks_in_the_first_eighth_of_its_cap():
@@ -396,3 +402,26 @@ def test_lower_too_trains_a_third_of_the_rate_and_reuse_reports_the_better(tmp_p
     reused = results[-1]
     assert reused["group"] == "again" and reused["runs_dir"] == "long"   # 0.01 beat 0.0033
     assert "also trained at 0.00333" in results[2]["note"]
+
+
+def test_curve_parts_draw_one_panel_per_part_with_only_its_runs(tmp_path, monkeypatch):
+    """``Study.curve_parts``: the curves plot has a panel per listed part, each drawing only the
+    runs of that part (the learning-rate phase's runs are left out); without it, one panel."""
+    def group(name, part):
+        return {"group": name, "labels": {"part": part, "method": name},
+                "config": {"batch_size": 4, "seq_len": 8},
+                "runs": [{"run": "seed0", "learning_rate": 0.01, "val": {"loss": 1.0}}]}
+    results = [group("lr", "lr"), group("a", "trained"), group("b", "trained"),
+               group("c", "deep")]
+    drawn = []
+    monkeypatch.setattr(study_report, "_draw_curves",
+                        lambda axis, keys, rows, *rest: drawn.append(
+                            sorted(row["method"] for row in rows)))
+    study = studies.Study("q?", {}, (), ("part", "method", "learning_rate"),
+                          curve_parts=("trained", "deep"))
+    study_report.plot_curves(study, results, tmp_path, tmp_path / "curves.png")
+    assert drawn == [["a", "b"], ["c"]]
+    drawn.clear()
+    study_report.plot_curves(study._replace(curve_parts=()), results, tmp_path,
+                             tmp_path / "all.png")
+    assert drawn == [["a", "b", "c", "lr"]]

@@ -67,10 +67,22 @@ def _band(axis, xs, ys, label):
 def plot_curves(study, results, output_dir, path, x="step", kind="val", y="bpc",
                 title_suffix=""):
     """Validation bits/char (or another metric) against steps, wall seconds or characters,
-    one line per configuration of the table, mean ± std over seeds."""
+    one line per configuration of the table, mean ± std over seeds; one panel per part of
+    ``study.curve_parts`` (only those parts' runs), else every run in one panel."""
     rows = selected_rows(study, flatten(results))
-    keys = study.table_keys
-    figure, (axis,) = _figure()
+    parts = study.curve_parts or (None,)
+    unit = "nats/char" if y == "loss" else y
+    figure, axes = _figure(columns=len(parts))
+    for part, axis in zip(parts, axes):
+        panel_rows = rows if part is None else [row for row in rows if row.get("part") == part]
+        _draw_curves(axis, study.table_keys, panel_rows, output_dir, x, kind, y)
+        axis.set_title(f"{kind} {unit}{title_suffix}" + ("" if part is None else f": {part}"),
+                       fontsize=9)
+    figure.tight_layout()
+    figures.save(figure, path, dpi=110)
+
+
+def _draw_curves(axis, keys, rows, output_dir, x, kind, y):
     for values, group in aggregate(rows, keys):
         curves = []
         for row in group:
@@ -86,14 +98,11 @@ def plot_curves(study, results, output_dir, path, x="step", kind="val", y="bpc",
         _band(axis, xs, np.asarray([ys[:length] for _, ys in curves]), _label(values, keys))
     axis.set_xlabel({"step": "step", "wall": "wall seconds (the group's program, all seeds "
                      "at once)", "chars": "training characters per run"}[x])
-    axis.set_ylabel(f"{kind} {y}")
+    axis.set_ylabel(f"{kind} {'nats/char' if y == 'loss' else y}")
     if x == "chars":
         axis.set_xscale("log")
-    axis.set_title(f"{kind} {y}{title_suffix}", fontsize=9)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=6)
-    figure.tight_layout()
-    figures.save(figure, path, dpi=110)
 
 
 def plot_grad_norms(study, results, output_dir, path):
@@ -237,6 +246,7 @@ def plot_runs(run_dirs: Sequence[str], path):
 
 
 PLOTS = {"curves": lambda s, r, o, p: plot_curves(s, r, o, p),
+         "curves_nats": lambda s, r, o, p: plot_curves(s, r, o, p, y="loss"),
          "curves_wall": lambda s, r, o, p: plot_curves(s, r, o, p, x="wall"),
          "curves_chars": lambda s, r, o, p: plot_curves(s, r, o, p, x="chars"),
          "grad_norms": plot_grad_norms, "heatmaps": plot_heatmaps, "depth": plot_depth,
