@@ -67,3 +67,20 @@ def gradcheck_cases(archs, activations, *, activations_given, vocab_size, hidden
                            seq_len, np.dtype(dtype).itemsize)
     return [(arch, activation) for arch in archs
             for activation in (activations if takes_activation(arch) else [None])]
+
+
+def parse_list(values, kind, name, allow_inf=False):
+    """The comma-separated values of the list flag ``--name`` as ``kind`` (int or float), each
+    given once; floats must be > 0 and finite (or inf with ``allow_inf``)."""
+    try:
+        parsed = [kind(value) for value in values]
+    except ValueError:
+        raise ConfigError(f"--{name} must be a comma-separated list of {kind.__name__}s, got "
+                          f"{','.join(values)!r}") from None
+    if kind is float and not all(0 < value < float("inf") or (allow_inf and value == float("inf"))
+                                 for value in parsed):
+        rule = "must all be > 0 (inf: no clipping)" if allow_inf else "must all be > 0 and finite"
+        raise ConfigError(f"--{name} {rule}, got {','.join(values)}")
+    if len(set(parsed)) != len(parsed):
+        raise ConfigError(f"--{name} lists a value twice: {','.join(values)}")
+    return parsed

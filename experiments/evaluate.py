@@ -1,12 +1,13 @@
 """Evaluate a checkpoint on a split of its corpus:
 ``python -m experiments.evaluate --checkpoint=runs/default/checkpoint --text_split=test``
 
-Prints the loss in nats per character, bits per character and perplexity. The corpus and split
-fractions are the checkpoint's own unless --data is given (its vocabulary must match).
+Prints the loss in nats per character, bits per character and perplexity, and with --segments the
+loss of each segment of the split. The corpus and split fractions are the checkpoint's own unless
+--data is given (its vocabulary must match).
 """
 from absl import flags
 
-from experiments import common
+from experiments import checks, common
 
 flags.DEFINE_string("checkpoint", "runs/default/checkpoint", "checkpoint folder (or its JSON)")
 flags.DEFINE_enum("which", "latest", ["latest", "best"], "which checkpoint of the folder: the "
@@ -14,6 +15,10 @@ flags.DEFINE_enum("which", "latest", ["latest", "best"], "which checkpoint of th
 flags.DEFINE_enum("text_split", "test", ["train", "val", "test"], "which split of the corpus to "
                   "evaluate (--split, in the training flags, is the fractions of the splits)")
 flags.DEFINE_string("data", None, "evaluate on this corpus instead of the checkpoint's")
+flags.DEFINE_list("segments", None, "also print the loss of each segment of the split read as one "
+                  "stream: the character offsets in the split where the segments begin, the "
+                  "first 0, e.g. 0,21115 (Tiny Shakespeare's test split: the end of The Taming "
+                  "of the Shrew, then The Tempest, a play absent from train and val)")
 FLAGS = flags.FLAGS
 
 
@@ -31,6 +36,11 @@ def main(argv):
           f"bits/char, perplexity {train.format_perplexity(report['perplexity'])} "
           f"({len(ids):,} characters, step {metadata['step']}, {config.arch} "
           f"H={config.hidden_size} L={config.num_layers})")
+    if FLAGS.segments:
+        starts = checks.parse_list(FLAGS.segments, int, "segments")
+        for start, end, loss in loop.segment_losses(config, params, ids, starts):
+            print(f"  characters {start:,}..{end:,} of {FLAGS.text_split}: loss {loss:.4f} "
+                  f"nats/char ({end - start:,} characters, one stream)")
 
 
 if __name__ == "__main__":

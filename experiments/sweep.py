@@ -9,8 +9,7 @@ final train, validation and test losses and writes ``<output_dir>/sweep.jsonl`` 
 """
 from absl import flags
 
-from experiments import common
-from jaxrnn.errors import ConfigError
+from experiments import checks, common
 
 common.define_config_flags()
 flags.adopt_module_key_flags(common)   # --helpshort lists them
@@ -24,28 +23,13 @@ flags.DEFINE_integer("patience", 0, "train each run to its best: stop when no ru
 FLAGS = flags.FLAGS
 
 
-def _parse(values, kind, name, allow_inf=False):
-    try:
-        parsed = [kind(value) for value in values]
-    except ValueError:
-        raise ConfigError(f"--{name} must be a comma-separated list of {kind.__name__}s, got "
-                          f"{','.join(values)!r}") from None
-    if kind is float and not all(0 < value < float("inf") or (allow_inf and value == float("inf"))
-                                 for value in parsed):
-        rule = "must all be > 0 (inf: no clipping)" if allow_inf else "must all be > 0 and finite"
-        raise ConfigError(f"--{name} {rule}, got {','.join(values)}")
-    if len(set(parsed)) != len(parsed):
-        raise ConfigError(f"--{name} lists a value twice: {','.join(values)}")
-    return parsed
-
-
 def main(argv):
     config = common.config_from_flags()
     common.enable_dtype(config.dtype)
     from jaxrnn import loop
-    results, _ = loop.sweep(config, _parse(FLAGS.seeds, int, "seeds"),
-                            _parse(FLAGS.learning_rates, float, "learning_rates"),
-                            _parse(FLAGS.clip_norms, float, "clip_norms", allow_inf=True),
+    results, _ = loop.sweep(config, checks.parse_list(FLAGS.seeds, int, "seeds"),
+                            checks.parse_list(FLAGS.learning_rates, float, "learning_rates"),
+                            checks.parse_list(FLAGS.clip_norms, float, "clip_norms", allow_inf=True),
                             patience=FLAGS.patience)
     print("| learning rate | clip | seed | train loss | val nats/char | val bpc | test nats/char "
           "| test bpc | clipped |\n|---|---|---|---|---|---|---|---|---|")

@@ -21,7 +21,7 @@ import numpy as np
 
 from jaxrnn import checkpoint, data, files, interrupt, parallel, runchecks, runstate, sample
 from jaxrnn import train as train_lib
-from jaxrnn.errors import FolderBusyError, JaxrnnError, StorageError
+from jaxrnn.errors import ConfigError, FolderBusyError, JaxrnnError, StorageError
 
 CHECKPOINT_SUBDIR = "checkpoint"
 SPIKE_NATS = 0.5   # a step whose loss exceeds the previous step's by more is a loss spike
@@ -79,6 +79,22 @@ def eval_streams(config, ids, name):
 def evaluate_split(config, params, ids, name):
     """Mean loss (nats/char) over a split, the hidden state carried across windows."""
     return train_lib.make_evaluate(config)(params, eval_streams(config, ids, name))
+
+
+def segment_losses(config, params, ids, starts):
+    """Mean loss (nats/char) of each segment of a split read as one stream (every character
+    predicted from all the text before it): ``ids`` (N,) int; ``starts``: increasing offsets in
+    the split, the first 0, where the segments of target characters begin (the last segment
+    ends where the last whole window does). Returns ``[(start, end, loss)]``."""
+    streams = data.make_streams(ids, 1, config.seq_len, name="split")
+    losses = np.asarray(jax.jit(train_lib.make_char_losses(config))(params, streams))[0]
+    ends = list(starts[1:]) + [len(losses) + 1]       # loss j is that of character j + 1
+    if list(starts[:1]) != [0] or any(b <= a for a, b in zip(starts, ends)):
+        raise ConfigError(f"--segments={','.join(map(str, starts))}: the segments' starts "
+                          f"must begin at 0 and increase below {len(losses) + 1}, the "
+                          f"characters scored; pass e.g. --segments=0,{len(ids) // 2}")
+    return [(start, end, float(losses[max(start - 1, 0):end - 1].mean()))
+            for start, end in zip(starts, ends)]
 
 
 def _chunk_length(config, step):

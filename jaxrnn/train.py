@@ -295,26 +295,34 @@ def make_multi_seed_chunk(config, num_windows, length):
     return jax.jit(chunk, donate_argnums=0)
 
 
-def make_evaluate(config):
-    """Jitted ``evaluate(params, streams (B, W*T+1)) -> mean loss in nats/char`` over all W
-    windows, carrying the hidden state across windows (as in training, without dropout or any
-    other mask; zoneout as its expectation, through `jaxrnn.config.Config.cell`)."""
+def make_char_losses(config):
+    """``char_losses(params, streams (B, W*T+1)) -> (B, W*T)``: the loss in nats of every target
+    character of the W windows, the hidden state carried across windows (as in training, without
+    dropout or any other mask; zoneout as its expectation, through
+    `jaxrnn.config.Config.cell`): entry ``[b, j]`` is ``-log p(streams[b, j+1] | streams[b, :j+1])``."""
     cell = config.cell
 
-    def evaluate(params, streams):
+    def char_losses(params, streams):
         batch_size = streams.shape[0]
         count = data.num_windows(streams, config.seq_len)
 
-        def window_loss(state, index):
+        def window_losses(state, index):
             inputs, targets = data.get_window_jax(streams, index, config.seq_len)
             log_probs, state = model.forward_log_probs(params, inputs, state, arch=cell)
-            return state, model.mean_nll(log_probs, targets)
+            return state, model.token_nll(log_probs, targets)                 # (B, T)
 
-        _, losses = jax.lax.scan(window_loss, zero_model_state(config, batch_size),
-                                 jnp.arange(count))
-        return losses.mean()
+        _, losses = jax.lax.scan(window_losses, zero_model_state(config, batch_size),
+                                 jnp.arange(count))                            # (W, B, T)
+        return jnp.swapaxes(losses, 0, 1).reshape(batch_size, count * config.seq_len)
 
-    return jax.jit(evaluate)
+    return char_losses
+
+
+def make_evaluate(config):
+    """Jitted ``evaluate(params, streams (B, W*T+1)) -> mean loss in nats/char`` over all W
+    windows: the mean of `make_char_losses`."""
+    char_losses = make_char_losses(config)
+    return jax.jit(lambda params, streams: char_losses(params, streams).mean())
 
 
 def loss_report(loss):

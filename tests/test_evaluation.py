@@ -85,3 +85,41 @@ def test_greedy_sampler_follows_the_training_forward(arch):
     np.testing.assert_array_equal(sampled, predicted)
     top_two = jnp.sort(log_probs[0, len(prime) - 1:], axis=-1)[:, -2:]
     assert float((top_two[:, 1] - top_two[:, 0]).min()) > 1e-3             # no near-ties
+
+
+@pytest.mark.parametrize("arch", jaxrnn.ARCHS)
+def test_char_losses_are_each_characters_loss_given_all_before_it(arch):
+    """`make_char_losses`' entry j is -log p(character j + 1 | characters 0..j): one forward over
+    the whole stream gives the same, so the windows carry the state and line up with their
+    targets; `make_evaluate` is their mean."""
+    config = config_lib.make_config(arch=arch, hidden_size=H, num_layers=L, seq_len=7,
+                                    dropout=0.5)
+    params = _params(arch)
+    ids = np.asarray(jax.random.randint(jax.random.key(3), (4 * 7 + 1,), 0, V))
+    streams = data.make_streams(ids, 1, 7)
+    got = np.asarray(train.make_char_losses(config)(params, streams))
+    log_probs, _ = model.forward_log_probs(params, streams[:, :-1], arch=arch)
+    want = np.asarray(model.token_nll(log_probs, streams[:, 1:]))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(float(train.make_evaluate(config)(params, streams)), want.mean(),
+                               rtol=1e-6)
+
+
+def test_segment_losses_score_each_segments_own_characters():
+    """Segment [a, b) is the mean loss of the split's characters a..b-1 as targets (character 0
+    is never a target); bad starts are one error naming --segments."""
+    from jaxrnn import loop
+    from jaxrnn.errors import ConfigError
+    config = config_lib.make_config(arch="gru", hidden_size=H, num_layers=1, seq_len=5)
+    params = jaxrnn.init_params(jax.random.key(0), "gru", V, H, 1)
+    ids = np.asarray(jax.random.randint(jax.random.key(4), (6 * 5 + 1,), 0, V))   # 30 targets
+    log_probs, _ = model.forward_log_probs(params, ids[None, :-1], arch="gru")
+    per_char = np.asarray(model.token_nll(log_probs, ids[None, 1:]))[0]    # of characters 1..30
+    segments = loop.segment_losses(config, params, ids, [0, 4, 17])
+    assert [(start, end) for start, end, _ in segments] == [(0, 4), (4, 17), (17, 31)]
+    for (start, end, loss), scored in zip(segments, (per_char[0:3], per_char[3:16],
+                                                     per_char[16:30])):
+        np.testing.assert_allclose(loss, scored.mean(), rtol=1e-5)
+    for starts in ([4, 17], [0, 17, 17], [0, 31]):
+        with pytest.raises(ConfigError, match="--segments="):
+            loop.segment_losses(config, params, ids, starts)

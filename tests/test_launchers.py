@@ -119,6 +119,16 @@ def test_train_sample_evaluate_end_to_end(corpus, tmp_path):
     val = data.load_corpus(config.data, config.split).val
     printed = float(re.search(r"val: loss (\S+) nats/char", evaluated.stdout).group(1))
     assert abs(printed - float(loop.evaluate_split(config, params, val, "val"))) <= 5e-5
+    # --segments prints each segment's loss, the segments as the library scores them
+    segmented = _run_here("experiments.evaluate", f"--checkpoint={checkpoint}",
+                          "--text_split=val", "--segments=0,20")
+    assert segmented.returncode == 0, segmented.stderr
+    printed = [float(loss) for loss in re.findall(r"of val: loss (\S+) nats/char",
+                                                  segmented.stdout)]
+    want = [loss for _, _, loss in loop.segment_losses(config, params, val, [0, 20])]
+    assert len(printed) == 2 and np.allclose(printed, want, atol=5e-5), segmented.stdout
+    _assert_one_line_error(_run_here("experiments.evaluate", f"--checkpoint={checkpoint}",
+                                     "--segments=0,x"), "--segments must be a comma-separated")
 
     _assert_one_line_error(_run_here("experiments.sample", f"--checkpoint={checkpoint}",
                                 "--prime=\u00e9t\u00e9"), "not in the vocabulary")
