@@ -5,6 +5,8 @@ Prints the loss in nats per character, bits per character and perplexity, and wi
 loss of each segment of the split. The corpus and split fractions are the checkpoint's own unless
 --data is given (its vocabulary must match).
 """
+import json
+
 from absl import flags
 
 from experiments import checks, common
@@ -19,6 +21,8 @@ flags.DEFINE_list("segments", None, "also print the loss of each segment of the 
                   "stream: the character offsets in the split where the segments begin, the "
                   "first 0, e.g. 0,21115 (Tiny Shakespeare's test split: the end of The Taming "
                   "of the Shrew, then The Tempest, a play absent from train and val)")
+flags.DEFINE_string("json", None, "also write the figures printed (and the checkpoint's step and "
+                    "folder) to this JSON file")
 FLAGS = flags.FLAGS
 
 
@@ -36,11 +40,19 @@ def main(argv):
           f"bits/char, perplexity {train.format_perplexity(report['perplexity'])} "
           f"({len(ids):,} characters, step {metadata['step']}, {config.arch} "
           f"H={config.hidden_size} L={config.num_layers})")
+    segments = []
     if FLAGS.segments:
         starts = checks.parse_list(FLAGS.segments, int, "segments")
         for start, end, loss in loop.segment_losses(config, params, ids, starts):
             print(f"  characters {start:,}..{end:,} of {FLAGS.text_split}: loss {loss:.4f} "
                   f"nats/char ({end - start:,} characters, one stream)")
+            segments.append({"start": start, "end": end, "loss": loss})
+    if FLAGS.json:
+        record = {"checkpoint": FLAGS.checkpoint, "which": FLAGS.which, "step": metadata["step"],
+                  "text_split": FLAGS.text_split, "characters": len(ids),
+                  "eval_batch_size": config.eval_batch_size, **report, "segments": segments}
+        common.write_output(FLAGS.json, json.dumps(record, indent=1, allow_nan=False).encode(
+            "utf-8"), "--json")
 
 
 if __name__ == "__main__":

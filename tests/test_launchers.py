@@ -121,8 +121,11 @@ def test_train_sample_evaluate_end_to_end(corpus, tmp_path):
     assert abs(printed - float(loop.evaluate_split(config, params, val, "val"))) <= 5e-5
     # --segments prints each segment's loss, the segments as the library scores them
     segmented = _run_here("experiments.evaluate", f"--checkpoint={checkpoint}",
-                          "--text_split=val", "--segments=0,20")
+                          "--text_split=val", "--segments=0,20", f"--json={tmp_path / 'e.json'}")
     assert segmented.returncode == 0, segmented.stderr
+    record = json.loads((tmp_path / "e.json").read_text())
+    assert [segment["start"] for segment in record["segments"]] == [0, 20]
+    assert record["text_split"] == "val" and record["step"] == 4
     printed = [float(loss) for loss in re.findall(r"of val: loss (\S+) nats/char",
                                                   segmented.stdout)]
     want = [loss for _, _, loss in loop.segment_losses(config, params, val, [0, 20])]
