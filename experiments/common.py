@@ -21,7 +21,7 @@ def define_config_flags():
     are the 'default' preset's)."""
     flags.DEFINE_string("preset", "default",
                         f"named defaults: {', '.join(config_lib.PRESETS)} (quick: under a minute)")
-    defaults = config_lib.Config()
+    defaults = config_lib.make_config("default")
     for field in dataclasses.fields(config_lib.Config):
         default, help_text = getattr(defaults, field.name), field.metadata["help"]
         if field.name == "split":

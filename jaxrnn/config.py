@@ -194,11 +194,14 @@ def from_dict(values):
     return Config(**values)
 
 
-def make_config(preset="default", **overrides):
-    """A validated config: the preset's values, then ``overrides``."""
-    if preset not in PRESETS:
+def make_config(preset=None, **overrides):
+    """A validated config: `Config`'s field defaults (the library's, every regulariser off), then
+    the values of ``preset`` (a name in PRESETS, as the launchers' --preset; None: no preset),
+    then ``overrides``. Studies and tests build on the field defaults, so a change of the
+    'default' preset (the main job's recipe) changes neither."""
+    if preset is not None and preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    config = from_dict({**PRESETS[preset], **overrides})
+    config = from_dict({**(PRESETS[preset] if preset else {}), **overrides})
     validate(config)
     return config
 

@@ -168,9 +168,10 @@ def _readme_value(text, like):
 
 
 def test_train_table_defaults_are_the_config_defaults():
-    """The train table's default column is `Config()`, its quick column `PRESETS["quick"]`."""
+    """The train table's default column is the 'default' preset (what a launcher runs without
+    --preset), its quick column `PRESETS["quick"]`."""
     from jaxrnn import config as config_lib
-    rows, defaults, wrong = _flag_tables()["train"], config_lib.Config(), []
+    rows, defaults, wrong = _flag_tables()["train"], config_lib.make_config("default"), []
     quick = config_lib.PRESETS["quick"]
     for field in dataclasses.fields(config_lib.Config):
         if field.name not in rows:
@@ -179,7 +180,8 @@ def test_train_table_defaults_are_the_config_defaults():
         default = getattr(defaults, field.name)
         _, default_cell, quick_cell, _ = rows[field.name]
         if _readme_value(default_cell, default) != default:
-            wrong.append(f"--{field.name}: README default {default_cell}, Config() {default!r}")
+            wrong.append(f"--{field.name}: README default {default_cell}, the default preset "
+                         f"{default!r}")
         readme_quick = _readme_value(quick_cell, default) if quick_cell else None
         if readme_quick != quick.get(field.name):
             wrong.append(f"--{field.name}: README quick preset {quick_cell or 'empty'}, "

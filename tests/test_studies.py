@@ -425,3 +425,19 @@ def test_curve_parts_draw_one_panel_per_part_with_only_its_runs(tmp_path, monkey
     study_report.plot_curves(study._replace(curve_parts=()), results, tmp_path,
                              tmp_path / "all.png")
     assert drawn == [["a", "b", "c", "lr"]]
+
+
+def test_the_default_preset_reaches_launchers_not_studies_or_the_library(monkeypatch, tmp_path):
+    """The 'default' preset (the main job's recipe) applies to a launcher run without --preset;
+    `make_config()` and every study group build on `Config`'s field defaults, so changing the
+    main job's recipe cannot change a study."""
+    from jaxrnn import config as config_lib
+    monkeypatch.setitem(config_lib.PRESETS, "default", {"weight_drop": 0.5,
+                                                         "learning_rate": 0.02})
+    assert config_lib.make_config("default").weight_drop == 0.5
+    assert config_lib.make_config().weight_drop == 0.0
+    assert config_lib.make_config().learning_rate == config_lib.Config().learning_rate
+    study = studies.make_study("regularisation", "quick", 65)
+    for group in study.groups:
+        config = studies.group_config(study, group, tmp_path)
+        assert config.weight_drop == group.overrides.get("weight_drop", 0.0), group.name
