@@ -29,7 +29,8 @@ def main(argv):
     from jaxrnn import loop
     results, _ = loop.sweep(config, checks.parse_list(FLAGS.seeds, int, "seeds"),
                             checks.parse_list(FLAGS.learning_rates, float, "learning_rates"),
-                            checks.parse_list(FLAGS.clip_norms, float, "clip_norms", allow_inf=True),
+                            checks.parse_list(FLAGS.clip_norms, float, "clip_norms",
+                                              allow_inf=True),
                             patience=FLAGS.patience)
     print("| learning rate | clip | seed | train loss | val nats/char | val bpc | test nats/char "
           "| test bpc | clipped |\n|---|---|---|---|---|---|---|---|---|")

@@ -87,12 +87,13 @@ def segment_losses(config, params, ids, starts):
     the split, the first 0, where the segments of target characters begin (the last segment
     ends where the last whole window does). Returns ``[(start, end, loss)]``."""
     streams = data.make_streams(ids, 1, config.seq_len, name="split")
-    losses = np.asarray(jax.jit(train_lib.make_char_losses(config))(params, streams))[0]
-    ends = list(starts[1:]) + [len(losses) + 1]       # loss j is that of character j + 1
+    scored = streams.shape[1]                         # characters 0..W*T; 1..W*T are targets
+    ends = list(starts[1:]) + [scored]                # loss j is that of character j + 1
     if list(starts[:1]) != [0] or any(b <= a for a, b in zip(starts, ends)):
         raise ConfigError(f"--segments={','.join(map(str, starts))}: the segments' starts "
-                          f"must begin at 0 and increase below {len(losses) + 1}, the "
+                          f"must begin at 0 and increase below {scored}, the "
                           f"characters scored; pass e.g. --segments=0,{len(ids) // 2}")
+    losses = np.asarray(jax.jit(train_lib.make_char_losses(config))(params, streams))[0]
     return [(start, end, float(losses[max(start - 1, 0):end - 1].mean()))
             for start, end in zip(starts, ends)]
 

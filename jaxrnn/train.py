@@ -299,7 +299,8 @@ def make_char_losses(config):
     """``char_losses(params, streams (B, W*T+1)) -> (B, W*T)``: the loss in nats of every target
     character of the W windows, the hidden state carried across windows (as in training, without
     dropout or any other mask; zoneout as its expectation, through
-    `jaxrnn.config.Config.cell`): entry ``[b, j]`` is ``-log p(streams[b, j+1] | streams[b, :j+1])``."""
+    `jaxrnn.config.Config.cell`): entry ``[b, j]`` is
+    ``-log p(streams[b, j+1] | streams[b, :j+1])``."""
     cell = config.cell
 
     def char_losses(params, streams):
