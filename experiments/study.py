@@ -31,6 +31,9 @@ flags.DEFINE_list("seeds", ["0", "1", "2"], "seeds of every configuration (integ
 flags.DEFINE_string("data", "tinyshakespeare", "'tinyshakespeare' or a path to a UTF-8 text file")
 flags.DEFINE_integer("num_steps", None, "override every group's number of steps (e.g. for a "
                      "smoke test); default: the study's budget")
+flags.DEFINE_list("groups", None, "train only these groups of the study (names as in its "
+                  "output folder, e.g. lr-lstm-L2), in the study's order; the others are loaded "
+                  "when finished, else left out of the report; default: every group")
 flags.DEFINE_bool("report_only", False, "train nothing: draw the table and plots of the groups "
                   "finished so far (of a study still running elsewhere, or stopped half-way)")
 FLAGS = flags.FLAGS
@@ -67,8 +70,8 @@ def _run(output_dir, seeds, overrides):
     from jaxrnn.report import study as study_report
     from jaxrnn.interrupt import Interrupted
     command = "python -m experiments.study " + " ".join(
-        shlex.quote(arg) for arg in sys.argv[1:] if arg not in ("--report_only",
-                                                                  "--noreport_only"))
+        shlex.quote(arg) for arg in sys.argv[1:]
+        if arg not in ("--report_only", "--noreport_only") and not arg.startswith("--groups"))
 
     def redraw(study, results):
         study_report.write_report(study, results, output_dir, command)
@@ -76,7 +79,8 @@ def _run(output_dir, seeds, overrides):
     try:
         study, results = studies.run_study(FLAGS.study, FLAGS.budget, output_dir, seeds=seeds,
                                            overrides=overrides, after_group=redraw,
-                                           train=not FLAGS.report_only)
+                                           train=not FLAGS.report_only,
+                                           only=FLAGS.groups)
     except Interrupted as stop:
         raise Interrupted(stop.signum, f"{stop}; the study keeps every group it finished: run "
                           f"the same command again to resume with the others",

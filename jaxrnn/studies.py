@@ -752,20 +752,21 @@ def gradient_reach(config, params, vocab):
 
 
 def run_study(name, budget, output_dir, *, seeds=(0, 1, 2), overrides=None, log=print,
-              after_group=None, train=True):
+              after_group=None, train=True, only=None):
     """Run (or resume) study ``name`` at ``budget``; returns ``(study, group results)``.
     ``overrides``: `Config` fields set in every group (e.g. ``data``, ``num_steps``); ``train``
-    False only loads the groups finished so far (`run`)."""
+    False only loads the groups finished so far, ``only`` trains just the groups it names
+    (`run`)."""
     overrides = dict(overrides or {})
     vocab = data.load_corpus(overrides.get("data", config_lib.Config.data),
                              overrides.get("split", config_lib.Config.split)).vocab
     study = make_study(name, budget, len(vocab))
     return study, run(study, output_dir, seeds=seeds, overrides=overrides, log=log,
-                      after_group=after_group, train=train)
+                      after_group=after_group, train=train, only=only)
 
 
 def run(study, output_dir, *, seeds=(0, 1, 2), overrides=None, log=print, after_group=None,
-        train=True):
+        train=True, only=None):
     """Train every group of ``study`` that has no ``result.json`` yet; returns the list of group
     results (loaded for the groups finished earlier), each group followed by its learning-rate
     extensions (`bracket_learning_rate`). ``after_group(study, results)`` is called after each
@@ -773,12 +774,21 @@ def run(study, output_dir, *, seeds=(0, 1, 2), overrides=None, log=print, after_
     the call (`jaxrnn.files.folder_lock`; a caller that writes more into it after, as
     ``experiments.study`` does, holds the lock around both). With ``train`` False nothing is
     trained: the groups finished so far are loaded (a report of a study still running
-    elsewhere, or stopped half-way), the others skipped."""
+    elsewhere, or stopped half-way), the others skipped. ``only`` (group names): train just
+    those groups (with their learning-rate extensions), in the study's order; the others are
+    loaded when finished, else skipped, and a named group that needs a skipped one's results is
+    an error."""
+    names = [group.name for group in study.groups]
+    unknown = sorted(set(only or ()) - set(names))
+    if unknown:
+        raise ConfigError(f"--groups names no group {', '.join(unknown)} of this study; choose "
+                          f"among {', '.join(names)}")
     with files.folder_lock(output_dir, "--output_dir"):
-        return _run(study, pathlib.Path(output_dir), seeds, overrides, log, after_group, train)
+        return _run(study, pathlib.Path(output_dir), seeds, overrides, log, after_group, train,
+                    only)
 
 
-def _run(study, output_dir, seeds, overrides, log, after_group, train):
+def _run(study, output_dir, seeds, overrides, log, after_group, train, only=None):
     output_dir.mkdir(parents=True, exist_ok=True)
     # Wall-time groups are timed before any group trains (`_fitted`); derived groups are
     # resolved when they are reached.
@@ -789,11 +799,16 @@ def _run(study, output_dir, seeds, overrides, log, after_group, train):
     for index, group in enumerate(study.groups):
         where = f"[{index + 1}/{len(study.groups)}] {group.name}"
         finished = (output_dir / group.name / RESULT_FILE).exists()
-        if not train and not finished:
+        if not finished and not (train and (only is None or group.name in only)):
             log(f"{where}: not trained yet, left out")
             continue
         if group.derive is not None:
-            group = _derived(group, done)
+            try:
+                group = _derived(group, done)
+            except KeyError as missing:
+                raise ConfigError(f"group {group.name} needs the results of group "
+                                  f"{missing.args[0]}, which is not trained yet; add it to "
+                                  f"--groups") from None
             config = group_config(study, group, output_dir, overrides)
         else:
             config = configs[group.name]

@@ -303,6 +303,31 @@ def test_report_only_loads_the_finished_groups_and_trains_nothing(tmp_path, monk
     assert [result["group"] for result in results] == ["lr", "d0", "d0.5"]
 
 
+def test_groups_trains_only_the_named_groups_and_loads_the_finished_others(tmp_path,
+                                                                            monkeypatch):
+    trained = []
+    monkeypatch.setattr(studies, "run_group", _fake_trainer(
+        lambda rate, dropout: 2.0 + math.log(rate / 0.05) ** 2 + dropout, trained))
+    with pytest.raises(ConfigError, match="group d0 needs the results of group lr, which is "
+                                          "not trained yet; add it to --groups"):
+        studies.run(_bracket_study(), tmp_path, seeds=(0,), log=lambda _: None, only=("d0",))
+    assert trained == []
+    results = studies.run(_bracket_study(), tmp_path, seeds=(0,), log=lambda _: None,
+                          only=("lr", "d0.5"))       # the rate group with its extensions
+    assert [name for name, _, _ in trained] == ["lr", "lr-lr0.03", "lr-lr0.09", "d0.5"]
+    assert [result["group"] for result in results] == ["lr", "lr-lr0.03", "lr-lr0.09", "d0.5"]
+    trained.clear()
+    with pytest.raises(ConfigError, match="group seeds needs the results of group d0"):
+        studies.run(_bracket_study(), tmp_path, seeds=(0,), log=lambda _: None,
+                    only=("seeds",))                 # d0 is not trained
+    with pytest.raises(ConfigError, match="names no group d1 of this study; choose among lr, "):
+        studies.run(_bracket_study(), tmp_path, seeds=(0,), log=lambda _: None, only=("d1",))
+    results = studies.run(_bracket_study(), tmp_path, seeds=(0,), log=lambda _: None,
+                          only=("d0", "seeds"))
+    assert [name for name, _, _ in trained] == ["d0", "seeds"]
+    assert [result["group"] for result in results][-2:] == ["d0.5", "seeds"]
+
+
 def test_a_trained_group_that_stalls_at_its_bracketed_rate_is_retried_lower(tmp_path,
                                                                              monkeypatch):
     """The short-run bracket picks 0.03; at that rate every long run stalls (best at its first
