@@ -102,7 +102,8 @@ def _draw_curves(axis, keys, rows, output_dir, x, kind, y):
     if x == "chars":
         axis.set_xscale("log")
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=6)
+    if axis.get_legend_handles_labels()[0]:      # a panel whose runs are not trained yet: none
+        axis.legend(fontsize=6)
 
 
 def plot_grad_norms(study, results, output_dir, path):
