@@ -1,5 +1,5 @@
 # Two commands do everything (each creates .venv with the pinned dependencies when missing):
-#   make train    set up, then train the default LSTM on Tiny Shakespeare (about 8-10 min on 2 CPU cores)
+#   make train    set up, then train the default LSTM on Tiny Shakespeare (4-8 min on 2 CPU cores)
 #   make test     set up, then run the test suite but the multi-process fault tests
 #   make test-all set up, then run every test (what CI runs)
 # Extra flags: make train ARGS="--preset=quick"   make test ARGS="-k gradients"
