@@ -466,3 +466,14 @@ def test_the_default_preset_reaches_launchers_not_studies_or_the_library(monkeyp
     for group in study.groups:
         config = studies.group_config(study, group, tmp_path)
         assert config.weight_drop == group.overrides.get("weight_drop", 0.0), group.name
+
+
+@pytest.mark.parametrize("name", ["default", "quick", "long"])
+def test_every_preset_is_a_valid_config(name):
+    """A preset names only `Config` fields, with values `validate` accepts (a typo in a preset,
+    e.g. ``weight_dorp``, would only surface when a user runs it)."""
+    from jaxrnn import config as config_lib
+    assert name in config_lib.PRESETS
+    config = config_lib.make_config(name)
+    for field, value in config_lib.PRESETS[name].items():
+        assert getattr(config, field) == value
