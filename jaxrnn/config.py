@@ -172,15 +172,14 @@ PRESETS = {
     "quick": dict(hidden_size=128, num_steps=300, batch_size=32, seq_len=50, eval_every=150,
                   log_every=50, steps_per_call=25, warmup_steps=10, learning_rate=5e-3,
                   dropout=0.0, weight_drop=0.0, output_dir="runs/quick", sample_length=120),
-    # The main job's model (one LSTM layer of 384) with the regularisers that closed its
-    # over-fitting gap in the regularisation study, each at the study's rate: dropout 0.25,
-    # weight-drop 0.25 on W_h, zoneout 0.25 on c and 0.05 on h, embedding dropout 0.1; the
-    # study's bracketed rate (Adam 0.03); 28,000 steps (90 epochs), fitted to about 55 minutes
-    # at the 111 ms a step measured on the 2-core AMD EPYC (BUILD_NOTES.md, "Capacity / long").
+    # The main job's model (one LSTM layer of 384) with the two regularisers of the recurrent
+    # path that did best in the regularisation study, at its rates: weight-drop 0.25 on W_h and
+    # zoneout 0.25 on c, 0.05 on h, besides dropout 0.25; its bracketed rate (Adam 0.03);
+    # 25,000 steps (80 epochs), fitted to under an hour at the ~115 ms a step measured on the
+    # 2-core AMD EPYC (BUILD_NOTES.md, "--preset=long").
     "long": dict(hidden_size=384, num_layers=1, learning_rate=0.03, dropout=0.25,
-                 weight_drop=0.25, zoneout_cell=0.25, zoneout_hidden=0.05,
-                 embedding_dropout=0.1, num_steps=28000, eval_every=2000, log_every=500,
-                 output_dir="runs/long"),
+                 weight_drop=0.25, zoneout_cell=0.25, zoneout_hidden=0.05, num_steps=25000,
+                 eval_every=2500, log_every=500, output_dir="runs/long"),
 }
 
 # Fields that must match between a checkpoint and the flags of a run that resumes from it.
