@@ -175,11 +175,11 @@ PRESETS = {
     # The main job's model (one LSTM layer of 384) with the two regularisers of the recurrent
     # path that did best in the regularisation study, at its rates: weight-drop 0.25 on W_h and
     # zoneout 0.25 on c, 0.05 on h, besides dropout 0.25; its bracketed rate (Adam 0.03);
-    # 25,000 steps (80 epochs), fitted to under an hour at the ~115 ms a step measured on the
-    # 2-core AMD EPYC (BUILD_NOTES.md, "--preset=long").
+    # 18,000 steps (58 epochs): under an hour at the 110-180 ms a step the 2-core AMD EPYC VM
+    # ran at within one day (BUILD_NOTES.md, "--preset=long").
     "long": dict(hidden_size=384, num_layers=1, learning_rate=0.03, dropout=0.25,
-                 weight_drop=0.25, zoneout_cell=0.25, zoneout_hidden=0.05, num_steps=25000,
-                 eval_every=2500, log_every=500, output_dir="runs/long"),
+                 weight_drop=0.25, zoneout_cell=0.25, zoneout_hidden=0.05, num_steps=18000,
+                 eval_every=2000, log_every=500, output_dir="runs/long"),
 }
 
 # Fields that must match between a checkpoint and the flags of a run that resumes from it.
