@@ -804,8 +804,8 @@ def _run(study, output_dir, seeds, overrides, log, after_group, train, only=None
             continue
         if group.derive is not None:
             try:
-                group = _derived(group, done)
-            except KeyError as missing:
+                group = _derived(group, _Done(done))
+            except _NotTrainedYet as missing:
                 raise ConfigError(f"group {group.name} needs the results of group "
                                   f"{missing.args[0]}, which is not trained yet; add it to "
                                   f"--groups") from None
@@ -824,6 +824,18 @@ def _run(study, output_dir, seeds, overrides, log, after_group, train, only=None
         if after_group is not None:
             after_group(study, results)
     return results
+
+
+class _NotTrainedYet(Exception):
+    """A derived group asked for the results of a group that was left out (``--groups``)."""
+
+
+class _Done(dict):
+    """The finished groups' results by name, as ``derive`` functions read them: a name with no
+    results raises `_NotTrainedYet`, so that a ``KeyError`` from a bug inside a ``derive`` is
+    not mistaken for a group left out."""
+    def __missing__(self, name):
+        raise _NotTrainedYet(name)
 
 
 def _derived(group, done):

@@ -326,6 +326,13 @@ def test_groups_trains_only_the_named_groups_and_loads_the_finished_others(tmp_p
                           only=("d0", "seeds"))
     assert [name for name, _, _ in trained] == ["d0", "seeds"]
     assert [result["group"] for result in results][-2:] == ["d0.5", "seeds"]
+    # A KeyError from a bug inside a derive function is that bug, not a group left out.
+    study = _bracket_study()
+    broken = study.groups[-1]._replace(
+        derive=lambda done: {"learning_rates": (done["d0"][0]["config"]["no_such_field"],)})
+    with pytest.raises(KeyError, match="no_such_field"):
+        studies.run(study._replace(groups=study.groups[:-1] + (broken,)), tmp_path / "broken",
+                    seeds=(0,), log=lambda _: None)
 
 
 def test_a_trained_group_that_stalls_at_its_bracketed_rate_is_retried_lower(tmp_path,
