@@ -172,13 +172,13 @@ PRESETS = {
     "quick": dict(hidden_size=128, num_steps=300, batch_size=32, seq_len=50, eval_every=150,
                   log_every=50, steps_per_call=25, warmup_steps=10, learning_rate=5e-3,
                   dropout=0.0, weight_drop=0.0, output_dir="runs/quick", sample_length=120),
-    # The main job's model (one LSTM layer of 384) with the two regularisers of the recurrent
-    # path that did best in the regularisation study, at its rates: weight-drop 0.25 on W_h and
-    # zoneout 0.25 on c, 0.05 on h, besides dropout 0.25; its bracketed rate (Adam 0.03);
-    # 18,000 steps (58 epochs): under an hour at the 110-180 ms a step the 2-core AMD EPYC VM
-    # ran at within one day (BUILD_NOTES.md, "--preset=long").
+    # The main job's model (one LSTM layer of 384) with the regularisation study's two best
+    # methods on validation, at its rates: AdamW weight decay 0.1 and weight-drop 0.25 on W_h,
+    # besides dropout 0.25; its bracketed rate (0.03); 18,000 steps (58 epochs): under an hour
+    # at the 110-180 ms a step the 2-core AMD EPYC VM ran at within one day (BUILD_NOTES.md,
+    # "--preset=long").
     "long": dict(hidden_size=384, num_layers=1, learning_rate=0.03, dropout=0.25,
-                 weight_drop=0.25, zoneout_cell=0.25, zoneout_hidden=0.05, num_steps=18000,
+                 weight_drop=0.25, optimizer="adamw", weight_decay=0.1, num_steps=18000,
                  eval_every=2000, log_every=500, output_dir="runs/long"),
 }
 
