@@ -382,6 +382,15 @@ def test_combined_regularisers_merges_the_methods_that_beat_the_baseline():
     assert fields["overrides"]["weight_drop"] == 0.25 and fields["overrides"]["dropout"] == 0.25
     assert "optimizer" not in fields["overrides"] and "weight_decay" not in fields["overrides"]
     assert "recurrent, weight_drop" in fields["note"]
+    # of three winners only the best two: AdamW (1.52) joins recurrent dropout, weight-drop leaves
+    done["adamw"] = [_fake_result(1.52, dropout=0.25, optimizer="adamw", weight_decay=0.1)]
+    fields = derive(done)
+    assert fields["overrides"]["recurrent_dropout"] == 0.25
+    assert fields["overrides"]["weight_drop"] == 0.0
+    assert fields["overrides"]["optimizer"] == "adamw"
+    assert fields["overrides"]["weight_decay"] == 0.1
+    assert "adamw, recurrent (the 2 best" in fields["note"]
+    done["adamw"] = [_fake_result(1.70, dropout=0.25, optimizer="adamw", weight_decay=0.1)]
     # nothing beats the baseline: the best single method, reported from its own runs
     done["base"] = [_fake_result(1.50, dropout=0.25)]
     fields = derive(done)
