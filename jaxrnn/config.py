@@ -164,9 +164,10 @@ class Config:
 
 PRESETS = {
     # The main job (`make train`): the regularisation study's bracketed rate and the best of its
-    # methods on the recurrent path, weight-drop on W_h, on top of dropout 0.25; 4,400 steps, about 4 minutes on the
-    # 2-core AMD EPYC. Measured side by side (BUILD_NOTES.md, "Main job"): test 1.535 nats/char,
-    # against 1.592 for the recipe before it (Adam 3e-3, no weight-drop) in the same wall time.
+    # methods on the recurrent path, weight-drop on W_h, on top of dropout 0.25; 4,400 steps,
+    # about 4 minutes on the 2-core AMD EPYC. Measured side by side (BUILD_NOTES.md, "Main
+    # job"): test 1.535 nats/char, against 1.592 for the recipe before it (Adam 3e-3, no
+    # weight-drop) in the same wall time.
     "default": dict(learning_rate=0.03, weight_drop=0.25),
     # A first look in well under a minute.
     "quick": dict(hidden_size=128, num_steps=300, batch_size=32, seq_len=50, eval_every=150,
