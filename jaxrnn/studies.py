@@ -543,15 +543,14 @@ def combined_regularisers(baseline, candidates, rate_source, reuse=True, size=2)
     each field; AdamW when a weight decay won), at the rate of ``rate_source``; the best single
     one when none beat it. With ``reuse``, when one group is chosen the combination reports its
     runs (``same_as``); without it (the combination applied to another model) it is always
-    trained. Not every winner: the union of the regularisation study's seven (every mask at
-    once and AdamW 0.1) validated at 1.74 after 1,800 steps, where each method alone was at
-    1.46-1.52, and was stopped (BUILD_NOTES.md, the regularisation study)."""
+    trained. Only the ``size`` best, not every winner: the union of all of them over-regularises
+    (BUILD_NOTES.md, the regularisation study)."""
     def derive(done):
-        def loss(name):
-            return min(mean_val_by_rate(done[name]).values())
-        winners = sorted((name for name in candidates if loss(name) < loss(baseline)),
-                         key=loss)[:size]
-        chosen = winners or [min(candidates, key=loss)]
+        losses = {name: min(mean_val_by_rate(done[name]).values())
+                  for name in (baseline, *candidates)}
+        winners = sorted((name for name in candidates if losses[name] < losses[baseline]),
+                         key=losses.get)[:size]
+        chosen = winners or [min(candidates, key=losses.get)]
         overrides = {}
         for name in chosen:
             saved = done[name][0]["config"]
@@ -561,11 +560,12 @@ def combined_regularisers(baseline, candidates, rate_source, reuse=True, size=2)
                 overrides[field] = max(overrides.get(field, 0.0), saved[field])
             if saved["optimizer"] == "adamw":
                 overrides["optimizer"] = "adamw"
-        note = best_rate_of(rate_source)(done)["note"] + "; " + (
+        rate = best_rate_of(rate_source)(done)
+        note = rate["note"] + "; " + (
             f"combines {', '.join(winners)} (the {len(winners)} best in validation of the "
             f"methods that beat {baseline})" if winners
             else f"no method beat {baseline} in validation: the best one, {chosen[0]}")
-        return {"learning_rates": best_rate_of(rate_source)(done)["learning_rates"],
+        return {"learning_rates": rate["learning_rates"],
                 "overrides": overrides, "note": note,
                 "labels": {"method": "combination: " + " + ".join(chosen)},
                 # one method chosen: the combination is that group's program, not trained again
